@@ -66,7 +66,8 @@ typedef struct fw_loader fw_loader;
 /* Batches of B rows of T+1 tokens cut into non-overlapping windows of the
  * shard's token stream, windows visited in a seeded permutation per epoch.
  * Rank r of world w reads rows [r*B, (r+1)*B) of every global batch of w*B
- * rows, so w ranks with B rows each see exactly what 1 rank with w*B sees. */
+ * rows, so w ranks with B rows each see exactly what 1 rank with w*B sees.
+ * The loader reads the shard in place: the shard must outlive it. */
 fw_loader *fw_loader_new(const fw_shard *s, int B, int T, uint64_t seed, int rank, int world);
 void fw_loader_destroy(fw_loader **l);
 /* Fill inputs[B*T] and targets[B*T]; targets are -1 where the loss mask is 0. */

@@ -1,0 +1,83 @@
+/* Collectives without a network: the "single" backend is a no-op over world
+ * 1, a one-rank "ring" needs no sockets, and bad arguments (backend, rank,
+ * world, rendezvous, timeout) are refused with a clear detail before any
+ * socket is opened. The multi-process ring lives in
+ * tests/integration/test_collective_ring.c. */
+#include "collective.h"
+#include "fw_err.h"
+#include "fw_test.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void test_single(void) {
+    fw_coll *c = fw_coll_new("single", 0, 1, NULL, 0);
+    REQUIRE(c);
+    CHECK_EQ_INT(fw_coll_rank(c), 0);
+    CHECK_EQ_INT(fw_coll_world(c), 1);
+    CHECK_EQ_STR(fw_coll_backend(c), "single");
+    float v[5] = {1.5f, -2.0f, 3.25f, 0.0f, 1e30f};
+    float w[5];
+    memcpy(w, v, sizeof v);
+    CHECK_EQ_INT(fw_coll_allreduce_sum(c, v, 5), 0);
+    CHECK(memcmp(v, w, sizeof v) == 0);
+    CHECK_EQ_INT(fw_coll_allreduce_sum(c, NULL, 0), 0);
+    CHECK_EQ_INT(fw_coll_allreduce_sum(c, NULL, 3), FW_EINVAL);
+    char b[4] = "abc";
+    CHECK_EQ_INT(fw_coll_broadcast(c, b, 4, 0), 0);
+    CHECK_EQ_STR(b, "abc");
+    CHECK_EQ_INT(fw_coll_broadcast(c, b, 4, 1), FW_EINVAL);
+    CHECK_EQ_INT(fw_coll_broadcast(c, b, 4, -1), FW_EINVAL);
+    CHECK_EQ_INT(fw_coll_barrier(c), 0);
+    fw_coll_destroy(&c);
+    CHECK(c == NULL);
+    fw_coll_destroy(&c); /* idempotent */
+}
+
+static void test_ring_world_one(void) {
+    /* World 1 needs no peers: the rendezvous is never contacted. */
+    fw_coll *c = fw_coll_new("ring", 0, 1, "tcp://127.0.0.1:1", 100);
+    REQUIRE(c);
+    CHECK_EQ_STR(fw_coll_backend(c), "ring");
+    float v[3] = {1, 2, 3};
+    CHECK_EQ_INT(fw_coll_allreduce_sum(c, v, 3), 0);
+    CHECK(v[0] == 1 && v[1] == 2 && v[2] == 3);
+    CHECK_EQ_INT(fw_coll_barrier(c), 0);
+    fw_coll_destroy(&c);
+}
+
+static void s_refused(const char *backend, int rank, int world, const char *rdv, int tmo,
+                      const char *needle) {
+    fw_err_clear();
+    fw_coll *c = fw_coll_new(backend, rank, world, rdv, tmo);
+    CHECKF(c == NULL, "%s rank %d world %d %s accepted", backend, rank, world, rdv ? rdv : "");
+    CHECKF(strstr(fw_err_detail(), needle) != NULL, "detail \"%s\" lacks \"%s\"", fw_err_detail(),
+           needle);
+    fw_coll_destroy(&c);
+}
+
+static void test_refusals(void) {
+    s_refused("single", 0, 2, NULL, 100, "needs world 1");
+    s_refused("bogus", 0, 1, NULL, 100, "unknown backend");
+    s_refused(NULL, 0, 1, NULL, 100, "unknown backend");
+    s_refused("nccl", 0, 1, NULL, 100, "nccl");
+    s_refused("ring", 2, 2, "tcp://127.0.0.1:5555", 100, "out of range");
+    s_refused("ring", -1, 2, "tcp://127.0.0.1:5555", 100, "out of range");
+    s_refused("ring", 0, 0, "tcp://127.0.0.1:5555", 100, "out of range");
+    s_refused("ring", 0, 2, "tcp://127.0.0.1:5555", 0, "timeout_ms");
+    s_refused("ring", 0, 2, NULL, 100, "tcp://HOST:PORT");
+    s_refused("ring", 0, 2, "udp://127.0.0.1:5555", 100, "tcp://HOST:PORT");
+    s_refused("ring", 0, 2, "tcp://127.0.0.1", 100, "tcp://HOST:PORT");
+    s_refused("ring", 0, 2, "tcp://:5555", 100, "tcp://HOST:PORT");
+    s_refused("ring", 1, 2, "tcp://127.0.0.1:0", 100, "port must be");
+    s_refused("ring", 1, 2, "tcp://127.0.0.1:70000", 100, "port must be");
+    s_refused("ring", 1, 2, "tcp://127.0.0.1:12ab", 100, "port must be");
+    s_refused("ring", 1, 2, "tcp://no-such-host.invalid:5555", 100, "no-such-host.invalid");
+}
+
+int main(void) {
+    RUN(test_single);
+    RUN(test_ring_world_one);
+    RUN(test_refusals);
+    return fw_test_summary();
+}
