@@ -41,8 +41,18 @@ int fw_tokenizer_token_bytes(const fw_tokenizer *tok, int32_t id, const char **b
 int fw_tokenizer_save(const fw_tokenizer *tok, const char *dir);
 
 /* Learn a byte-level BPE vocabulary of vocab_size tokens (256 bytes + merges
- * + "<|endoftext|>") from texts, with GPT-2's pre-tokenisation. */
+ * + "<|endoftext|>") from texts, with GPT-2's pre-tokenisation. When the
+ * texts run out of pairs to merge first, the vocabulary is smaller (see
+ * fw_tokenizer_vocab_size). */
 int fw_tokenizer_train(const char *const *texts, const size_t *lens, size_t ntexts, int vocab_size,
                        fw_tokenizer **out);
+
+/* Build a tokenizer from parts (fw_tokenizer_train does): tokens[i], lens[i]
+ * bytes long, is token i for i < ntokens, and merge rank r joins ids
+ * merges[2r] and merges[2r+1], whose concatenation must itself be a token.
+ * All 256 single bytes must be tokens; "<|endoftext|>", when present, is the
+ * EOT id. Everything is copied. NULL + fw_err_detail() on failure. */
+fw_tokenizer *fw_tokenizer_from_parts(const char *const *tokens, const size_t *lens, int ntokens,
+                                      const int32_t *merges, int nmerges);
 
 #endif
