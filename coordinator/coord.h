@@ -1,0 +1,209 @@
+/* coord.h - the coordinator daemon: one struct, the modules that share it.
+ *
+ * One event loop (czmq zloop) on the main thread owns every piece of state.
+ * Threads exist only where a call blocks: etcd txns (coord_store.c, one
+ * actor per txn in flight), the lease keepalive (coord_leader.c), etcd
+ * watches (inside fw_etcd), and libmicrohttpd's server (coord_http.c, reads
+ * a metrics snapshot under a mutex). Results come back to the loop as
+ * messages, so no lock guards the model.
+ *
+ * Modules:
+ *   coord_main.c    options, sockets, the loop, the cron, signals
+ *   coord_leader.c  election state machine (STANDBY / RECOVERING / LEADER)
+ *   coord_store.c   changes -> batched, fenced etcd txns; rebuild on takeover
+ *   coord_state.c   jobs, tasks, agents, queue in memory (pure)
+ *   coord_sched.c   placement, gangs, backfill (pure)
+ *   coord_agents.c  agent endpoint: registration, reconciliation, results
+ *   coord_client.c  client endpoint: token auth, requests, redirects, logs
+ *   coord_http.c    /healthz /readyz /metrics
+ *   coord_spec.c, coord_tokens.c, coord_records.c, coord_json.c,
+ *   coord_metrics.c, coord_config.c: pure helpers */
+#ifndef COORD_H
+#define COORD_H
+
+#include "coord_config.h"
+#include "coord_metrics.h"
+#include "coord_sched.h"
+#include "coord_state.h"
+#include "coord_tokens.h"
+#include "fw_etcd.h"
+#include "fw_proto.h"
+
+#include <czmq.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct coord_store coord_store_t;
+typedef struct coord_http coord_http_t;
+typedef struct coord_logs coord_logs_t;
+typedef struct coord coord_t;
+
+typedef enum {
+    COORD_STANDBY = 0,
+    COORD_RECOVERING, /* leader: state rebuilt, waiting for agents; dispatches nothing */
+    COORD_LEADER,
+} coord_role_t;
+
+const char *coord_role_name_of(coord_role_t r);
+
+/* Leadership (coord_leader.c). */
+typedef struct {
+    coord_role_t role;
+    int64_t lease;            /* 0: none */
+    int64_t lease_deadline;   /* mono ms: the lease may have expired after this */
+    int64_t lease_ttl_ms;
+    fw_etcd_election *election;
+    int64_t epoch;            /* while leader */
+    uint64_t gen;             /* bumped at every role change: stale txn results are dropped */
+    int64_t next_try;         /* mono ms: next (re)campaign attempt */
+    int failures;
+    fw_etcd_watch *watch;     /* P/election/ */
+    zmq_pollitem_t watch_item;
+    bool watch_polled;
+    zactor_t *keepalive;      /* keepalive thread */
+    /* The leader as last seen (for REDIRECT). */
+    char leader_name[65];
+    char leader_client[300];
+    char leader_agent[300];
+    int64_t leader_epoch;
+    int64_t leader_seen_mono;
+    int64_t recover_deadline; /* mono ms: RECOVERING ends at the latest here */
+    int64_t elected_mono;
+} coord_leader_t;
+
+struct coord {
+    coord_opts_t o;
+    fw_config *cfg;
+    char *etcd_endpoints;
+    char election_prefix[300];
+    char election_value[1024];
+    char coordinators_key[300];
+    char client_ep[300], agent_ep[300], http_ep[300]; /* advertised */
+    fw_etcd *etcd;    /* shared by the loop and the txn actors (thread-safe) */
+    fw_etcd *etcd_ka; /* the keepalive thread's, with a TTL/3 timeout */
+    zloop_t *loop;
+    zsock_t *client_sock, *agent_sock;
+    zactor_t *auth;
+    zcert_t *cert;
+    coord_tokens_t *tokens;
+    coord_leader_t L;
+    coord_state_t *st;
+    coord_sched_t sched;
+    coord_store_t *store;
+    coord_logs_t *logs;
+    coord_http_t *http;
+    coord_metrics_t m;
+    /* agents' P/agents/ watch (leader only) */
+    fw_etcd_watch *agents_watch;
+    zmq_pollitem_t agents_item;
+    bool agents_polled;
+    bool sched_needed;
+    bool stopping;
+    int64_t next_compact;
+    int64_t last_audit_seq;
+    zhashx_t *idem; /* "<owner>\n<key>" -> job (not owned) */
+    /* retained terminal jobs with tasks in memory, oldest first */
+    coord_job_t **retained;
+    size_t nretained, retaincap;
+    /* rate limit of WARN lines about bad frames */
+    int64_t warn_window_start;
+    int warn_count;
+};
+
+/* ------------------------------------------------------ coord_leader.c */
+/* Start the election machinery (lease, campaign, watches); never fails
+ * for good: what etcd refuses is retried from the cron. */
+void coord_leader_start(coord_t *c);
+/* Periodic work: keepalive results, lease expiry, campaign retries, the end
+ * of RECOVERING. Called from the cron and on election events. */
+void coord_leader_cron(coord_t *c);
+/* Step down now (lease lost, late keepalive, fenced txn). why goes to the log. */
+void coord_leader_step_down(coord_t *c, const char *why);
+/* Resign for shutdown: delete the election key, revoke the lease. */
+void coord_leader_resign(coord_t *c);
+/* True when the lease deadline passed: steps down first. Call before acting. */
+bool coord_leader_check(coord_t *c);
+bool coord_is_leader(const coord_t *c); /* RECOVERING or LEADER */
+void coord_leader_stop(coord_t *c);
+
+/* ------------------------------------------------------- coord_store.c */
+typedef void(coord_action_fn)(coord_t *c, void *p, uint64_t u, bool committed);
+
+coord_store_t *coord_store_new(coord_t *c);
+void coord_store_destroy(coord_store_t **s);
+/* The coord_state hook: queue the change for the next txn. */
+void coord_store_hook(void *arg, coord_obj_kind kind, void *obj, int from, int to);
+/* Queue a write of an object (a new job, an admin record) with its actor. */
+void coord_store_touch(coord_store_t *s, coord_obj_kind kind, void *obj, int from, int to,
+                       const char *by);
+/* Run fn(c, p, u, true) once everything queued before it is committed, or
+ * fn(c, p, u, false) if leadership ends first (free p then). */
+void coord_store_after(coord_store_t *s, coord_action_fn *fn, void *p, uint64_t u);
+/* Start txns for queued changes if a slot is free. */
+void coord_store_flush(coord_store_t *s);
+/* Leadership ended: forget every queued change and in-flight txn. */
+void coord_store_reset(coord_store_t *s);
+/* Load the state from etcd after winning the election. 0 / negative fw_err. */
+int coord_store_rebuild(coord_store_t *s);
+size_t coord_store_backlog(const coord_store_t *s);
+size_t coord_store_inflight(const coord_store_t *s);
+/* Range P/tasks/<job>/ for a job whose tasks are not in memory (JSON array
+ * text of task views, caller frees). */
+char *coord_store_read_tasks(coord_store_t *s, const char *job_id, const char *state_filter,
+                             uint32_t offset, uint32_t limit, uint32_t *next);
+
+/* ------------------------------------------------------ coord_agents.c */
+int coord_agents_open(coord_t *c);
+/* A frame arrived on the agent socket. */
+int coord_agents_on_readable(zloop_t *loop, zsock_t *sock, void *arg);
+/* Leader: start watching P/agents/ (after rebuild). */
+int coord_agents_watch_start(coord_t *c);
+void coord_agents_watch_stop(coord_t *c);
+/* Periodic: reconcile deadlines, assign timeouts. */
+void coord_agents_cron(coord_t *c);
+/* Send TASK_ASSIGN for a committed placement. */
+void coord_agents_send_assign(coord_t *c, coord_task_t *t);
+/* Send one message to an agent (stamped with epoch and name). */
+int coord_agents_send(coord_t *c, const char *agent_id, fw_msg_t *m);
+/* Are all agents with tasks re-registered (RECOVERING may end)? */
+bool coord_agents_reconciled(coord_t *c);
+/* An agent is gone: retry its tasks. */
+void coord_agents_lost(coord_t *c, coord_agent_t *a, const char *why);
+/* Send AGENT_SET_DRAIN after its record committed (store action). */
+void coord_agents_drain_action(coord_t *c, void *p, uint64_t u, bool committed);
+void coord_agents_stop_action(coord_t *c, coord_task_t *t, uint32_t attempt);
+/* A LOG_FETCH_REPLY / ERROR for a log fetch arrived. */
+
+/* ------------------------------------------------------ coord_client.c */
+int coord_client_on_readable(zloop_t *loop, zsock_t *sock, void *arg);
+/* Job and task views as JSON (jansson), for replies. */
+void *coord_client_job_view(coord_t *c, const coord_job_t *j, bool with_tasks);
+
+/* ------------------------------------------------------ coord_logs.c */
+coord_logs_t *coord_logs_new(coord_t *c);
+void coord_logs_destroy(coord_logs_t **l);
+/* LOG_STREAM from a client (identity, request). Replies itself. */
+void coord_logs_start(coord_t *c, zframe_t *identity, const fw_msg_t *req);
+/* LOG_FETCH_REPLY (or ERROR) from an agent for request id rid. */
+void coord_logs_on_reply(coord_t *c, const char *agent_id, const fw_msg_t *m);
+void coord_logs_cron(coord_t *c);
+void coord_logs_reset(coord_t *c);
+size_t coord_logs_count(const coord_t *c);
+
+/* ------------------------------------------------------- coord_http.c */
+coord_http_t *coord_http_start(coord_t *c, const char *bind);
+void coord_http_stop(coord_http_t **h);
+/* Publish the metrics and readiness the HTTP thread serves. */
+void coord_http_publish(coord_http_t *h, const coord_metrics_t *m, bool ready, bool leader);
+
+/* ------------------------------------------------------- coord_main.c */
+/* Ask for a scheduling pass at the end of this loop turn. */
+static inline void coord_want_sched(coord_t *c) { c->sched_needed = true; }
+/* After handling a burst of events: schedule, flush the store. */
+void coord_after_events(coord_t *c);
+/* A WARN about bad input, rate-limited to a few lines per second. */
+void coord_warn_limited(coord_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A terminal job's tasks may leave memory (retain_jobs bound). */
+void coord_job_retired(coord_t *c, coord_job_t *j);
+
+#endif
