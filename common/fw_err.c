@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 static _Thread_local char s_detail[512];
 
@@ -27,10 +28,14 @@ const char *fw_errname(int err) {
 }
 
 int fw_err_set(int err, const char *fmt, ...) {
+    /* Format into a scratch buffer first: callers may pass fw_err_detail()
+     * itself as an argument ("loading %s: %s", path, fw_err_detail()). */
+    char tmp[sizeof s_detail];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(s_detail, sizeof s_detail, fmt, ap);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
+    memcpy(s_detail, tmp, sizeof s_detail);
     return err;
 }
 

@@ -368,8 +368,9 @@ int fw_etcd_campaign_start(fw_etcd *c, const char *prefix, const void *value, si
  * FW_ELEASE when its key is gone (lease expired or revoked: start again). */
 int fw_etcd_campaign_wait(fw_etcd_election *e, int timeout_ms);
 
-/* campaign_start + campaign_wait; on FW_ETIMEDOUT *out is still set so the
- * caller can keep waiting. */
+/* campaign_start + campaign_wait. *out is set on success and on
+ * FW_ETIMEDOUT (so the caller can keep waiting); on any other error it is
+ * NULL (the key may remain in etcd until its lease goes). */
 int fw_etcd_campaign(fw_etcd *c, const char *prefix, const void *value, size_t value_len,
                      int64_t lease, int timeout_ms, fw_etcd_election **out);
 

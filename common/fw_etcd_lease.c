@@ -265,7 +265,13 @@ int fw_etcd_campaign_wait(fw_etcd_election *e, int timeout_ms) {
 int fw_etcd_campaign(fw_etcd *c, const char *prefix, const void *value, size_t value_len,
                      int64_t lease, int timeout_ms, fw_etcd_election **out) {
     int rc = fw_etcd_campaign_start(c, prefix, value, value_len, lease, out);
-    return rc < 0 ? rc : fw_etcd_campaign_wait(*out, timeout_ms);
+    if (rc < 0) return rc;
+    rc = fw_etcd_campaign_wait(*out, timeout_ms);
+    /* Only a timeout leaves the election with the caller (to keep waiting);
+     * on any other error the caller gets nothing to free, as documented.
+     * The key stays in etcd with its lease either way. */
+    if (rc < 0 && rc != FW_ETIMEDOUT) fw_etcd_election_destroy(out);
+    return rc;
 }
 
 int fw_etcd_election_fd(const fw_etcd_election *e) {

@@ -48,13 +48,24 @@ static s_point *s_find(const char *name, int create) {
     for (int i = 0; i < s_npoints; i++)
         if (strcmp(s_points[i].name, name) == 0) return &s_points[i];
     if (!create) return NULL;
+    /* A name that does not fit is refused rather than truncated: a
+     * truncated row would never match its own name again (strcmp above),
+     * so every hit would add another row until the table filled. Copying
+     * with a checked length (not snprintf "%s") also keeps gcc's
+     * -Wformat-truncation quiet at -O3, where it cannot see the bound. */
+    size_t len = strnlen(name, S_NAME_MAX);
+    if (len == S_NAME_MAX) {
+        fprintf(stderr, "fw_fault: point name '%.*s...' longer than %d bytes, never failed\n",
+                S_NAME_MAX - 1, name, S_NAME_MAX - 1);
+        return NULL;
+    }
     if (s_npoints == S_MAX_POINTS) {
         fprintf(stderr, "fw_fault: point table full, '%s' is never failed\n", name);
         return NULL;
     }
     s_point *p = &s_points[s_npoints++];
     memset(p, 0, sizeof *p);
-    snprintf(p->name, sizeof p->name, "%s", name);
+    memcpy(p->name, name, len + 1);
     return p;
 }
 

@@ -13,5 +13,3 @@ fw_add_test(NAME test_data_fault
           ${PROJECT_SOURCE_DIR}/common/fw_file.c ${PROJECT_SOURCE_DIR}/common/fw_fault.c
   LIBS fw_engine LABELS fault TIMEOUT 120)
 target_compile_definitions(test_data_fault PRIVATE FW_FAULT_INJECTION=1)
-# fw_fault.c's injection-only code trips -Wformat-truncation (reported to its owner).
-target_compile_options(test_data_fault PRIVATE -Wno-format-truncation)

@@ -49,5 +49,3 @@ fw_add_test(NAME test_proto_fault
   LIBS fw_common PkgConfig::MSGPACK PkgConfig::LZ4 LABELS unit fault TIMEOUT 120)
 target_include_directories(test_proto_fault PRIVATE ${PROJECT_SOURCE_DIR}/proto)
 target_compile_definitions(test_proto_fault PRIVATE FW_FAULT_INJECTION=1)
-# fw_fault.c's injection-only code trips -Wformat-truncation (as in tests/data.cmake).
-target_compile_options(test_proto_fault PRIVATE -Wno-format-truncation)

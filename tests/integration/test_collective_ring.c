@@ -30,6 +30,7 @@ typedef struct {
     int64_t ms[MAXW][4];
     int rc[MAXW][4];
     char detail[MAXW][256];
+    int joined[MAXW]; /* set (atomically) once a rank's fw_coll_new returned */
 } shared_out;
 
 static shared_out *g_out;
@@ -197,12 +198,27 @@ static void s_join_alone(int rank, int world) {
     fw_coll_destroy(&c);
 }
 
-/* Rank 1 joins and dies without a word; rank 0's all-reduce must time out. */
+/* Rank 1 joins and dies without a word; rank 0's all-reduce must time out.
+ *
+ * Rank 1 must not die before rank 0 has finished joining: fw_coll_new
+ * returns on a rank once it has *received* the last message of the join's
+ * barrier, while its own last message may still sit in ZeroMQ's I/O thread.
+ * An _exit() right away (which skips the linger of fw_coll_destroy) can
+ * drop that message, and then rank 0 rightly fails the join itself ("barrier
+ * #1: nothing received") instead of the all-reduce under test. Unloaded the
+ * I/O thread nearly always wins that race; under `ctest -j2` on two busy
+ * cores it lost about one run in ten. So rank 1 waits for rank 0's flag. */
 static void s_dead_peer(int rank, int world) {
     fw_coll *c = fw_coll_new("ring", rank, world, g_rdv, 700);
     CHECKF(c != NULL, "rank %d: join: %s", rank, fw_err_detail());
     if (!c) return;
-    if (rank == 1) _exit(0);
+    __atomic_store_n(&g_out->joined[rank], 1, __ATOMIC_RELEASE);
+    if (rank == 1) {
+        int64_t t0 = fw_mono_ms();
+        while (!__atomic_load_n(&g_out->joined[0], __ATOMIC_ACQUIRE) && fw_mono_ms() - t0 < 10000)
+            fw_sleep_ms(1);
+        _exit(0);
+    }
     size_t n = 1 << 20;
     float *v = calloc(n, sizeof *v);
     int64_t t0 = fw_mono_ms();

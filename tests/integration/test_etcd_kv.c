@@ -1,6 +1,7 @@
 /* test_etcd_kv - the etcd client against a real single-member etcd: range,
  * put, delete, paging, txn compare semantics, leases (64-bit ids, expiry),
- * compaction and the error mapping. */
+ * compaction, the error mapping, the size limits as etcd itself enforces
+ * them, and one client shared by several threads. */
 #include "etcd_harness.h"
 #include "fw_err.h"
 #include "fw_etcd.h"
@@ -8,6 +9,7 @@
 #include "fw_time.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -411,6 +413,114 @@ static void s_compaction_and_errors(void) {
     CHECK(prev >= now);
 }
 
+static void s_limits_real(void) {
+    /* The client's own estimate must let through what etcd accepts: a value
+     * of 1.4 MiB fits under the 1.5 MiB default and round-trips. */
+    size_t big = 1400 * 1024;
+    char *v = malloc(1600 * 1024);
+    REQUIRE(v != NULL);
+    for (size_t i = 0; i < 1600 * 1024; i++) v[i] = (char)('a' + i % 26);
+    CHECKF(fw_etcd_put(C, "/lim/big", v, big, 0, NULL, NULL) == 0, "%s", fw_err_detail());
+    fw_etcd_kv *kv = NULL;
+    REQUIRE(fw_etcd_get(C, "/lim/big", &kv) == 0);
+    CHECK_EQ_INT(kv->value_len, big);
+    CHECK(memcmp(kv->value, v, big) == 0);
+    fw_etcd_kv_free(&kv);
+
+    /* A client told the cluster allows more (it does not) sends what etcd
+     * then refuses itself: the refusal still maps to FW_ETOOBIG. */
+    fw_etcd_opts o = {.endpoints = fw_etcd_harness_endpoints(H),
+                      .timeout_ms = 5000,
+                      .max_request_bytes = 8u << 20,
+                      .max_txn_ops = 1000};
+    fw_etcd *lax = fw_etcd_new(&o);
+    REQUIRE(lax != NULL);
+    int rc = fw_etcd_put(lax, "/lim/huge", v, 1600 * 1024, 0, NULL, NULL);
+    CHECKF(rc == FW_ETOOBIG, "rc %d: %s", rc, fw_err_detail());
+    CHECK(strstr(fw_err_detail(), "too large") != NULL);
+    CHECK_EQ_INT(fw_etcd_put(C, "/lim/huge", v, 1600 * 1024, 0, NULL, NULL), FW_ETOOBIG);
+    fw_etcd_txn *t = fw_etcd_txn_new();
+    for (int i = 0; i < 129; i++) {
+        char k[32];
+        snprintf(k, sizeof k, "/lim/op%03d", i);
+        fw_etcd_txn_put(t, FW_ETCD_SUCCESS, k, "v", 1, 0, false);
+    }
+    rc = fw_etcd_txn_commit(lax, t, NULL);
+    CHECKF(rc == FW_ETOOBIG, "rc %d: %s", rc, fw_err_detail());
+    CHECK(strstr(fw_err_detail(), "too many operations") != NULL);
+    fw_etcd_txn_destroy(&t);
+    fw_etcd_kvs *r = NULL;
+    fw_etcd_range_opts co = {.prefix = true, .count_only = true};
+    REQUIRE(fw_etcd_range(C, "/lim/", &co, &r) == 0);
+    CHECK_EQ_INT(r->count, 1); /* only /lim/big: nothing refused was applied */
+    fw_etcd_kvs_free(&r);
+    fw_etcd_destroy(&lax);
+    free(v);
+}
+
+enum { S_THREADS = 4, S_PER_THREAD = 50 };
+
+static void *s_writer(void *arg) {
+    /* Each thread does puts, gets and a counter increment by CAS: the pool
+     * of curl handles and the shared preferred endpoint must not mix up
+     * answers between threads. */
+    intptr_t id = (intptr_t)arg;
+    intptr_t bad = 0;
+    for (int i = 0; i < S_PER_THREAD; i++) {
+        char k[32], val[32];
+        snprintf(k, sizeof k, "/thr/%d/%03d", (int)id, i);
+        snprintf(val, sizeof val, "%d:%d", (int)id, i);
+        if (fw_etcd_put(C, k, val, strlen(val), 0, NULL, NULL) != 0) bad++;
+        fw_etcd_kv *kv = NULL;
+        if (fw_etcd_get(C, k, &kv) != 0 || strcmp(kv->value, val) != 0) bad++;
+        fw_etcd_kv_free(&kv);
+        for (;;) { /* counter += 1 with a mod_revision compare */
+            fw_etcd_kv *cur = NULL;
+            int64_t n = 0, mod = 0;
+            if (fw_etcd_get(C, "/thr/counter", &cur) == 0) {
+                n = strtoll(cur->value, NULL, 10);
+                mod = cur->mod_revision;
+            }
+            fw_etcd_kv_free(&cur);
+            char nv[32];
+            snprintf(nv, sizeof nv, "%lld", (long long)(n + 1));
+            fw_etcd_txn *t = fw_etcd_txn_new();
+            fw_etcd_txn_compare(t, "/thr/counter", FW_ETCD_CMP_MOD, FW_ETCD_CMP_EQUAL, mod);
+            fw_etcd_txn_put(t, FW_ETCD_SUCCESS, "/thr/counter", nv, strlen(nv), 0, false);
+            int rc = fw_etcd_txn_commit(C, t, NULL);
+            fw_etcd_txn_destroy(&t);
+            if (rc == 0) break;
+            if (rc != FW_ECONFLICT) {
+                bad++;
+                break;
+            }
+        }
+    }
+    return (void *)bad;
+}
+
+static void s_threads(void) {
+    pthread_t th[S_THREADS];
+    for (intptr_t i = 0; i < S_THREADS; i++)
+        REQUIRE(pthread_create(&th[i], NULL, s_writer, (void *)i) == 0);
+    intptr_t bad = 0;
+    for (int i = 0; i < S_THREADS; i++) {
+        void *r = NULL;
+        pthread_join(th[i], &r);
+        bad += (intptr_t)r;
+    }
+    CHECK_EQ_INT(bad, 0);
+    fw_etcd_kv *kv = NULL;
+    REQUIRE(fw_etcd_get(C, "/thr/counter", &kv) == 0);
+    CHECK_EQ_INT(strtoll(kv->value, NULL, 10), S_THREADS * S_PER_THREAD); /* no lost update */
+    fw_etcd_kv_free(&kv);
+    fw_etcd_kvs *r = NULL;
+    fw_etcd_range_opts co = {.prefix = true, .count_only = true};
+    REQUIRE(fw_etcd_range(C, "/thr/", &co, &r) == 0);
+    CHECK_EQ_INT(r->count, S_THREADS * S_PER_THREAD + 1);
+    fw_etcd_kvs_free(&r);
+}
+
 int main(void) {
     H = fw_etcd_harness_new(1);
     CHECK(H != NULL);
@@ -425,6 +535,8 @@ int main(void) {
     RUN(s_lease_ids);
     RUN(s_lease_expiry);
     RUN(s_compaction_and_errors);
+    RUN(s_limits_real);
+    RUN(s_threads);
     fw_etcd_destroy(&C);
     fw_etcd_harness_destroy(&H);
     return fw_test_summary();

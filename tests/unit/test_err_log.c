@@ -18,6 +18,10 @@ static void test_errors(void) {
     CHECK_EQ_STR(fw_err_detail(), "key port at line 7");
     fw_err_clear();
     CHECK_EQ_STR(fw_err_detail(), "");
+    /* Wrapping the current detail in a new one keeps it intact. */
+    fw_err_set(FW_EIO, "disk full");
+    fw_err_set(FW_EIO, "saving %s: %s", "ckpt-10", fw_err_detail());
+    CHECK_EQ_STR(fw_err_detail(), "saving ckpt-10: disk full");
 }
 
 static void *s_thread(void *arg) {
