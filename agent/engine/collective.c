@@ -56,6 +56,7 @@
  * FW_COLL_WINDOW messages, so not every rank can be blocked sending at once.
  * Not thread-safe: one thread per fw_coll. */
 #include "collective.h"
+#include "collective_nccl.h"
 
 #include "fw_err.h"
 #include "fw_log.h"
@@ -121,6 +122,10 @@ struct fw_coll {
     void *tx; /* PUSH to rank+1 */
     void *rx; /* PULL from rank-1 */
     char self_addr[FW_COLL_ADDR_MAX];
+    /* Backend "nccl" (collective_nccl.c): the ring above only carries the
+     * rendezvous (NCCL's unique id) and barriers; all-reduce and broadcast
+     * of device buffers go to NCCL. NULL for "single" and "ring". */
+    fw_nccl *nccl;
 };
 
 static const char *s_op_name(int op) {
@@ -305,6 +310,7 @@ void fw_coll_destroy(fw_coll **cp) {
      * the successor has): let them drain, within the timeout. A broken group
      * has nobody to deliver to. */
     int linger = c->broken ? 0 : (c->timeout_ms < 5000 ? c->timeout_ms : 5000);
+    fw_nccl_destroy(&c->nccl);
     s_close_sockets(c, linger);
     if (c->ctx) zmq_ctx_term(c->ctx);
     free(c);
@@ -319,6 +325,7 @@ int fw_coll_world(const fw_coll *c) {
 }
 const char *fw_coll_backend(const fw_coll *c) {
     if (!c) return "";
+    if (c->nccl) return "nccl";
     return c->kind == S_SINGLE ? "single" : "ring";
 }
 
@@ -573,7 +580,7 @@ fw_coll *fw_coll_new(const char *backend, int rank, int world, const char *rende
                    world, FW_COLL_WORLD_MAX);
         return NULL;
     }
-    int kind = 0;
+    int kind = 0, nccl = 0;
     if (strcmp(backend, "single") == 0) {
         kind = S_SINGLE;
         if (world != 1) {
@@ -587,8 +594,16 @@ fw_coll *fw_coll_new(const char *backend, int rank, int world, const char *rende
             return NULL;
         }
     } else if (strcmp(backend, "nccl") == 0) {
-        fw_err_set(FW_EUNSUPPORTED, "collective: backend nccl is not built into this engine");
-        return NULL;
+        /* Joins like "ring" (the rendezvous), then hands the data to NCCL. */
+        if (!fw_nccl_available()) {
+            fw_err_set(FW_EUNSUPPORTED, "collective: backend nccl is not built into this engine");
+            return NULL;
+        }
+        kind = S_RING, nccl = 1;
+        if (timeout_ms <= 0) {
+            fw_err_set(FW_EINVAL, "collective: timeout_ms must be > 0, got %d", timeout_ms);
+            return NULL;
+        }
     } else {
         fw_err_set(FW_EINVAL, "collective: unknown backend \"%s\" (single, ring, nccl)", backend);
         return NULL;
@@ -602,6 +617,11 @@ fw_coll *fw_coll_new(const char *backend, int rank, int world, const char *rende
     if (kind == S_RING && world > 1 && s_join_ring(c, rendezvous, timeout_ms) != 0) {
         c->broken = 1; /* nothing to linger for */
         fw_coll_destroy(&c);
+        return NULL;
+    }
+    if (nccl && !(c->nccl = fw_nccl_new(c, rank, world))) {
+        c->broken = 1;        /* the peers fail in NCCL as well: nothing to linger for */
+        fw_coll_destroy(&c); /* sets no detail: fw_nccl_new's stays */
         return NULL;
     }
     return c;
@@ -803,6 +823,9 @@ static int s_ring_broadcast(fw_coll *c, unsigned char *buf, size_t bytes, int ro
 
 int fw_coll_allreduce_sum(fw_coll *c, float *buf, size_t n) {
     if (!c || (!buf && n)) return fw_err_set(FW_EINVAL, "allreduce: NULL group or buffer");
+    /* Device buffers (a CUDA model's gradients) go through NCCL; host
+     * scalars (token counts, losses) through the ring it bootstrapped on. */
+    if (c->nccl && fw_nccl_is_device(buf)) return fw_nccl_allreduce_sum(c->nccl, buf, n);
     if (c->kind == S_SINGLE || c->world == 1 || n == 0) return 0;
     return s_ring_allreduce(c, buf, n, S_OP_ALLREDUCE);
 }
@@ -811,6 +834,7 @@ int fw_coll_broadcast(fw_coll *c, void *buf, size_t bytes, int root) {
     if (!c || (!buf && bytes)) return fw_err_set(FW_EINVAL, "broadcast: NULL group or buffer");
     if (root < 0 || root >= c->world)
         return fw_err_set(FW_EINVAL, "broadcast: root %d of world %d", root, c->world);
+    if (c->nccl && fw_nccl_is_device(buf)) return fw_nccl_broadcast(c->nccl, buf, bytes, root);
     if (c->kind == S_SINGLE || c->world == 1 || bytes == 0) return 0;
     return s_ring_broadcast(c, buf, bytes, root);
 }

@@ -4,7 +4,8 @@
  *   "single"  world size 1, every call is a no-op (or a copy)
  *   "ring"    ring all-reduce over TCP between processes (ZeroMQ sockets):
  *             reduce-scatter then all-gather, 2(w-1)/w of the data per rank
- *   "nccl"    NCCL on GPUs (GPU issue): buffers are device pointers
+ *   "nccl"    NCCL on GPUs: device buffers go through NCCL, host buffers (token
+ *             counts, losses) through the ring NCCL was bootstrapped on
  *
  * Ranks meet through a rendezvous string, "tcp://HOST:PORT" where rank 0
  * listens; the control plane hands it out. Every rank calls the same

@@ -4,6 +4,7 @@
  * socket is opened. The multi-process ring lives in
  * tests/integration/test_collective_ring.c. */
 #include "collective.h"
+#include "collective_nccl.h"
 #include "fw_err.h"
 #include "fw_test.h"
 
@@ -60,7 +61,17 @@ static void test_refusals(void) {
     s_refused("single", 0, 2, NULL, 100, "needs world 1");
     s_refused("bogus", 0, 1, NULL, 100, "unknown backend");
     s_refused(NULL, 0, 1, NULL, 100, "unknown backend");
-    s_refused("nccl", 0, 1, NULL, 100, "nccl");
+    if (!fw_nccl_available()) {
+        s_refused("nccl", 0, 1, NULL, 100, "nccl");
+    } else {
+        /* NCCL built in: a machine without a GPU refuses with the CUDA error,
+         * one with a GPU accepts world 1. */
+        fw_err_clear();
+        fw_coll *c = fw_coll_new("nccl", 0, 1, NULL, 100);
+        if (c) CHECK_EQ_STR(fw_coll_backend(c), "nccl");
+        else CHECKF(fw_err_detail()[0] != '\0', "nccl refused without a reason");
+        fw_coll_destroy(&c);
+    }
     s_refused("ring", 2, 2, "tcp://127.0.0.1:5555", 100, "out of range");
     s_refused("ring", -1, 2, "tcp://127.0.0.1:5555", 100, "out of range");
     s_refused("ring", 0, 0, "tcp://127.0.0.1:5555", 100, "out of range");

@@ -1,0 +1,193 @@
+/* collective_nccl.c - the "nccl" collective backend (see collective_nccl.h).
+ *
+ * Theory of operation
+ * -------------------
+ * Joining: collective.c has already joined the ranks over the ZeroMQ ring
+ * (rendezvous tcp://HOST:PORT, rank 0 listening). Rank 0 calls
+ * ncclGetUniqueId, the ring broadcasts the 128-byte id, and every rank calls
+ * ncclCommInitRank(world, id, rank) on its current CUDA device. NCCL then
+ * sets up its own transports (NVLink, PCIe, sockets or InfiniBand).
+ *
+ * Collectives run on a stream of this communicator that is "blocking" with
+ * respect to the legacy default stream the CUDA backend uses, so an
+ * all-reduce starts after the backward kernels that wrote the gradients and
+ * the next kernels start after it; the call also synchronises the stream so
+ * it returns with the result in place, like the ring backend.
+ *
+ * NCCL sums in an order of its choosing (ring or tree, by message size and
+ * topology): results are identical on every rank and run to run for the
+ * same world and hardware, but not bitwise equal to the "ring" backend.
+ *
+ * Not done yet (docs/gpu.md): bucketed all-reduce overlapped with backward,
+ * ZeRO-1 sharding of the optimizer state. */
+#include "collective_nccl.h"
+
+#include "fw_err.h"
+#include "fw_log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef FW_WITH_NCCL
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+struct fw_nccl {
+    ncclComm_t comm;
+    cudaStream_t stream;
+    int rank, world, dev;
+};
+
+static int s_nccl_check(ncclResult_t r, const char *expr, const char *file, int line) {
+    if (r == ncclSuccess) return 0;
+    return fw_err_set(FW_EDEVICE, "%s:%d: %s: %s (%s)", file, line, expr, ncclGetErrorString(r),
+                      ncclGetLastError(NULL));
+}
+
+static int s_cuda_check(cudaError_t e, const char *expr, const char *file, int line) {
+    if (e == cudaSuccess) return 0;
+    (void)cudaGetLastError();
+    return fw_err_set(FW_EDEVICE, "%s:%d: %s: %s (%s)", file, line, expr, cudaGetErrorName(e),
+                      cudaGetErrorString(e));
+}
+
+#define ncclCheck(x) s_nccl_check((x), #x, __FILE__, __LINE__)
+#define cudaCheck(x) s_cuda_check((x), #x, __FILE__, __LINE__)
+
+int fw_nccl_available(void) {
+    return 1;
+}
+
+fw_nccl *fw_nccl_new(fw_coll *boot, int rank, int world) {
+    int ndev = 0, dev = 0;
+    cudaError_t e = cudaGetDeviceCount(&ndev);
+    if (e != cudaSuccess || ndev == 0) {
+        (void)cudaGetLastError();
+        fw_err_set(FW_EDEVICE, "nccl: no CUDA device: %s",
+                   e != cudaSuccess ? cudaGetErrorString(e) : "the driver reports 0 devices");
+        return NULL;
+    }
+    if (cudaCheck(cudaGetDevice(&dev)) < 0) return NULL;
+    ncclUniqueId id;
+    memset(&id, 0, sizeof id);
+    if (rank == 0 && ncclCheck(ncclGetUniqueId(&id)) < 0) return NULL;
+    /* On failure rank 0 still has to broadcast (the others wait for it), so
+     * the id goes out whatever happened; a zero id makes the others fail in
+     * ncclCommInitRank instead of hanging. */
+    if (fw_coll_broadcast(boot, &id, sizeof id, 0) < 0) return NULL;
+    fw_nccl *n = calloc(1, sizeof *n);
+    if (!n) {
+        fw_err_set(FW_ENOMEM, "nccl: out of memory");
+        return NULL;
+    }
+    n->rank = rank, n->world = world, n->dev = dev;
+    if (cudaCheck(cudaStreamCreate(&n->stream)) < 0) {
+        free(n);
+        return NULL;
+    }
+    if (ncclCheck(ncclCommInitRank(&n->comm, world, id, rank)) < 0) {
+        char d[400];
+        snprintf(d, sizeof d, "%s", fw_err_detail());
+        cudaStreamDestroy(n->stream);
+        free(n);
+        fw_err_set(FW_EDEVICE, "nccl: rank %d of %d on cuda:%d: %s%s", rank, world, dev, d,
+                   ndev < world ? " (fewer GPUs than ranks: NCCL refuses two ranks on one GPU)"
+                                : "");
+        return NULL;
+    }
+    fw_info("event=coll-joined backend=nccl rank=%d world=%d dev=%d", rank, world, dev);
+    return n;
+}
+
+void fw_nccl_destroy(fw_nccl **pn) {
+    if (!pn || !*pn) return;
+    fw_nccl *n = *pn;
+    cudaSetDevice(n->dev);
+    ncclCommDestroy(n->comm);
+    cudaStreamDestroy(n->stream);
+    free(n);
+    *pn = NULL;
+}
+
+/* NCCL takes device memory (or managed memory); a host pointer would fault
+ * inside NCCL's kernels, so say so instead. */
+static int s_check_device_ptr(const void *buf, const char *what) {
+    struct cudaPointerAttributes a;
+    memset(&a, 0, sizeof a);
+    if (cudaPointerGetAttributes(&a, buf) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return fw_err_set(FW_EINVAL, "nccl %s: buffer %p is not CUDA memory", what, buf);
+    }
+    if (a.type != cudaMemoryTypeDevice && a.type != cudaMemoryTypeManaged)
+        return fw_err_set(FW_EINVAL,
+                          "nccl %s: buffer %p is host memory; the nccl backend reduces device "
+                          "buffers (use ring for a CPU model)",
+                          what, buf);
+    return 0;
+}
+
+int fw_nccl_is_device(const void *buf) {
+    struct cudaPointerAttributes a;
+    memset(&a, 0, sizeof a);
+    if (!buf || cudaPointerGetAttributes(&a, buf) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
+}
+
+int fw_nccl_allreduce_sum(fw_nccl *n, float *buf, size_t count) {
+    if (count == 0) return 0;
+    int rc = s_check_device_ptr(buf, "allreduce");
+    if (rc < 0) return rc;
+    if ((rc = cudaCheck(cudaSetDevice(n->dev))) < 0) return rc;
+    if ((rc = ncclCheck(ncclAllReduce(buf, buf, count, ncclFloat, ncclSum, n->comm, n->stream))) <
+        0)
+        return rc;
+    return cudaCheck(cudaStreamSynchronize(n->stream));
+}
+
+int fw_nccl_broadcast(fw_nccl *n, void *buf, size_t bytes, int root) {
+    if (bytes == 0) return 0;
+    int rc = s_check_device_ptr(buf, "broadcast");
+    if (rc < 0) return rc;
+    if ((rc = cudaCheck(cudaSetDevice(n->dev))) < 0) return rc;
+    if ((rc = ncclCheck(ncclBroadcast(buf, buf, bytes, ncclUint8, root, n->comm, n->stream))) < 0)
+        return rc;
+    return cudaCheck(cudaStreamSynchronize(n->stream));
+}
+
+#else /* !FW_WITH_NCCL: the backend is not built in */
+
+int fw_nccl_available(void) {
+    return 0;
+}
+
+int fw_nccl_is_device(const void *buf) {
+    (void)buf;
+    return 0;
+}
+
+fw_nccl *fw_nccl_new(fw_coll *boot, int rank, int world) {
+    (void)boot, (void)rank, (void)world;
+    fw_err_set(FW_EUNSUPPORTED, "collective: backend nccl is not built into this engine");
+    return NULL;
+}
+
+void fw_nccl_destroy(fw_nccl **pn) {
+    if (pn) *pn = NULL;
+}
+
+int fw_nccl_allreduce_sum(fw_nccl *n, float *buf, size_t count) {
+    (void)n, (void)buf, (void)count;
+    return fw_err_set(FW_EUNSUPPORTED, "collective: backend nccl is not built into this engine");
+}
+
+int fw_nccl_broadcast(fw_nccl *n, void *buf, size_t bytes, int root) {
+    (void)n, (void)buf, (void)bytes, (void)root;
+    return fw_err_set(FW_EUNSUPPORTED, "collective: backend nccl is not built into this engine");
+}
+
+#endif

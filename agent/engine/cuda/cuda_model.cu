@@ -1,0 +1,993 @@
+/* cuda_model.cu - the CUDA backend of the engine (fw_backend_cuda): device
+ * buffers and the order of kernels for forward, backward, AdamW, embedding
+ * and KV-cache generation. The kernels live in one header per family
+ * (encoder, layernorm, matmul, attention, gelu, classifier, adamw, embed).
+ *
+ * Theory of operation
+ * -------------------
+ * This file is cpu_model.c with device memory: the same buffers, the same
+ * activation layout (per-layer slots in train mode, one shared slot in
+ * inference mode), the same kernel order, so the two can be read side by
+ * side and tested against each other (tests/gpu).
+ *
+ * Memory (all device memory, allocated on first use, grown, never shrunk):
+ *   params  FP32 master weights, fw_model_param_layout order (fw_model_params)
+ *   grads   FP32, same layout (fw_model_grads: one buffer to all-reduce)
+ *   mom1/2  FP32 AdamW moments
+ *   params16 BF16 copy of params read by the GEMMs in BF16 mode; rewritten by
+ *           write_params and by every AdamW step (the same kernel), and marked
+ *           stale when fw_model_params hands out the FP32 pointer (the caller
+ *           may write through it) so the next compute re-casts it.
+ *   acts    activations of the last forward (FP32)
+ *   logits  [N, Vp] FP32, turned into dlogits in place by backward
+ *   attn    attention scratch (heads layout, score matrices), reused by
+ *           every layer; bw: backward scratch (dresid, dbuf, d4c, dqkv)
+ *
+ * Precision (FW_CUDA_PRECISION, read when a model is created):
+ *   bf16 (default)  linear layers in BF16 with FP32 accumulation and FP32
+ *                   outputs; attention GEMMs in TF32; everything else FP32
+ *   fp32            every GEMM in FP32 compute: matches the CPU backend to
+ *                   ~1e-5 relative, and greedy generation token for token
+ *
+ * Streams: everything runs on the legacy default stream, so host copies
+ * (cudaMemcpy) order themselves after the kernels with no explicit sync.
+ * Host-visible results (loss, norms, logits) come back with cudaMemcpy.
+ *
+ * Determinism: no atomics anywhere; reductions have fixed orders; cuBLAS(Lt)
+ * picks the same algorithm for the same shape (cached), so the same inputs
+ * give the same floats run to run on one GPU model and library version.
+ *
+ * Errors: no GPU -> FW_EDEVICE "no CUDA device: ..."; an allocation beyond
+ * what is free -> FW_ENOMEM "cuda:N: <what> needs X MiB, Y MiB free"; any
+ * CUDA/cuBLAS failure -> FW_EDEVICE naming file:line and the call. */
+#include "adamw.cuh"
+#include "attention.cuh"
+#include "classifier.cuh"
+#include "embed.cuh"
+#include "encoder.cuh"
+#include "gelu.cuh"
+#include "layernorm.cuh"
+#include "matmul.cuh"
+
+extern "C" {
+#include "fw_log.h"
+}
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Score-matrix scratch of the attention, in floats (1 GiB): batch rows are
+ * processed in groups that fit (attention.cuh). */
+#define FW_ATT_CAP ((size_t)256 << 20)
+
+typedef struct {
+    float *ln1, *ln1_mean, *ln1_rstd, *qkv, *atty, *lse, *res2, *ln2, *ln2_mean, *ln2_rstd, *fch,
+        *fchg, *res3;
+    int full;
+    float *encoded, *lnf, *lnf_mean, *lnf_rstd, *losses, *ce_lse;
+} cuda_acts;
+
+typedef struct {
+    fw_model_config cfg;
+    fw_param_tensor t[FW_NUM_PARAM_TENSORS];
+    size_t np;
+    int dev;
+    cuda_gemm g;
+
+    float *params, *grads, *mom1, *mom2;
+    bf16 *params16;
+    int params16_stale;
+
+    float *acts;
+    size_t acts_cap;
+    cuda_acts a;
+    float *logits;
+    size_t logits_cap;
+    int32_t *d_inputs, *d_targets, *d_argmax;
+    size_t io_cap;
+    int32_t *h_inputs, *h_targets;
+    size_t h_io_cap;
+    float *bw;
+    size_t bw_cap;
+    float *attn;
+    size_t attn_cap;
+    size_t attf; /* score floats per attention buffer for the last forward's shape */
+    int *d_plan;
+    size_t plan_cap;
+    int *h_plan, *h_count;
+    size_t h_plan_cap;
+    double *d_norm; /* FW_NORM_BLOCKS partials + the total */
+    float *h_losses;
+    size_t h_losses_cap;
+    float *d_embed;
+    size_t embed_cap;
+
+    int B, T;
+    size_t n_valid;
+} cuda_be;
+
+typedef struct {
+    cuda_be *be;
+    int batch, max_len;
+    float *k, *v; /* [L][batch][max_len][C] */
+    float *scratch;
+    size_t scratch_rows;
+    float *scores; /* [scratch_rows * NH, max_len] */
+    float *logits; /* [batch, Vp] */
+    int *d_meta;   /* ids, rows, pos, gather index: 4 * scratch_rows ints */
+    int *h_meta;
+    float *h_logits; /* [batch, V] */
+} cuda_kv;
+
+/* ------------------------------------------------------------------------ */
+/* Memory                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static size_t s_mib(size_t bytes) {
+    return (bytes + ((size_t)1 << 20) - 1) >> 20;
+}
+
+/* cudaMalloc with the message the operator needs when it cannot fit. */
+static int s_dalloc(int dev, void **p, size_t bytes, const char *what) {
+    size_t fr = 0, tot = 0;
+    *p = NULL;
+    if (cudaMemGetInfo(&fr, &tot) != cudaSuccess) {
+        (void)cudaGetLastError();
+        fr = tot = 0;
+    }
+    if (tot && bytes > fr)
+        return fw_err_set(FW_ENOMEM, "cuda:%d: %s needs %zu MiB, %zu MiB free (of %zu MiB)", dev,
+                          what, s_mib(bytes), s_mib(fr), s_mib(tot));
+    cudaError_t e = cudaMalloc(p, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        *p = NULL;
+        return fw_err_set(FW_ENOMEM, "cuda:%d: %s needs %zu MiB, %zu MiB free: %s", dev, what,
+                          s_mib(bytes), s_mib(fr), cudaGetErrorString(e));
+    }
+    return 0;
+}
+
+static int s_dreserve(int dev, void **buf, size_t *cap, size_t n, size_t size, const char *what) {
+    if (*cap >= n && *buf) return 0;
+    cudaFree(*buf);
+    *buf = NULL;
+    *cap = 0;
+    CU_TRY(s_dalloc(dev, buf, n * size, what));
+    *cap = n;
+    return 0;
+}
+
+static int s_hreserve(void **buf, size_t *cap, size_t n, size_t size, const char *what) {
+    if (*cap >= n && *buf) return 0;
+    free(*buf);
+    *cap = 0;
+    *buf = malloc(n * size);
+    if (!*buf) return fw_err_set(FW_ENOMEM, "cuda: host %s: %zu MiB", what, s_mib(n * size));
+    *cap = n;
+    return 0;
+}
+
+static int s_enter(const cuda_be *be) {
+    return cudaCheck(cudaSetDevice(be->dev));
+}
+
+static float *s_param(cuda_be *be, int i) {
+    return be->params + be->t[i].offset;
+}
+static float *s_grad(cuda_be *be, int i) {
+    return be->grads + be->t[i].offset;
+}
+static const bf16 *s_param16(cuda_be *be, int i) {
+    return be->params16 ? be->params16 + be->t[i].offset : NULL;
+}
+
+/* The BF16 copy the GEMMs read must equal the FP32 master weights. */
+static int s_sync_params16(cuda_be *be) {
+    if (!be->params16 || !be->params16_stale) return 0;
+    CU_TRY(s_cast(be->params16, be->params, be->np));
+    be->params16_stale = 0;
+    return 0;
+}
+
+/* Floats of activations for N rows; the same layout as cpu_model.c. */
+static size_t s_acts_layout(const fw_model_config *cfg, size_t N, int full, float *buf,
+                            cuda_acts *a) {
+    size_t C = (size_t)cfg->n_embd, NH = (size_t)cfg->n_head;
+    size_t L = full ? (size_t)cfg->n_layer : 1;
+    size_t off = 0;
+#define TAKE(field, n)                                                                             \
+    do {                                                                                           \
+        if (buf) a->field = buf + off;                                                             \
+        /* 64-float (256-byte) aligned slots keep every GEMM operand on                            \
+         * cuBLASLt's preferred alignment whatever N is. */                                        \
+        off += ((n) + 63) / 64 * 64;                                                               \
+    } while (0)
+    TAKE(encoded, N * C);
+    TAKE(ln1, L * N * C);
+    TAKE(ln1_mean, L * N);
+    TAKE(ln1_rstd, L * N);
+    TAKE(qkv, L * N * 3 * C);
+    TAKE(atty, L * N * C);
+    TAKE(lse, L * N * NH);
+    TAKE(res2, L * N * C);
+    TAKE(ln2, L * N * C);
+    TAKE(ln2_mean, L * N);
+    TAKE(ln2_rstd, L * N);
+    TAKE(fch, L * N * 4 * C);
+    TAKE(fchg, L * N * 4 * C);
+    TAKE(res3, L * N * C);
+    TAKE(lnf, N * C);
+    TAKE(lnf_mean, N);
+    TAKE(lnf_rstd, N);
+    TAKE(losses, N);
+    TAKE(ce_lse, N);
+#undef TAKE
+    if (buf) a->full = full;
+    return off;
+}
+
+static float *s_layer(const cuda_acts *a, float *base, size_t N, size_t width, int l) {
+    return a->full ? base + (size_t)l * N * width : base;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Kernel launchers shared by the model and the per-kernel test entry points */
+/* ------------------------------------------------------------------------ */
+
+static int s_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                               const float *w, const float *b, int N, int C, float eps) {
+    layernorm_forward_kernel<<<s_warp_blocks((size_t)N), 256>>>(out, mean, rstd, inp, w, b, N, C,
+                                                                eps);
+    return cudaCheckLaunch();
+}
+
+/* dinp += ..., dw += ..., db += ... (as cpu_layernorm_backward). */
+static int s_layernorm_backward(cuda_gemm *g, float *dinp, float *dw, float *db, const float *dout,
+                                const float *inp, const float *w, const float *mean,
+                                const float *rstd, int N, int C) {
+    layernorm_backward_dinp_kernel<<<s_warp_blocks((size_t)N), 256>>>(dinp, dout, inp, w, mean,
+                                                                      rstd, N, C);
+    CU_TRY(cudaCheckLaunch());
+    int rpc = s_rows_per_chunk(N), nch = (N + rpc - 1) / rpc;
+    CU_TRY(s_gemm_part(g, 2 * (size_t)nch * C));
+    float *pw = g->part, *pb = g->part + (size_t)nch * C;
+    dim3 grid(s_blocks((size_t)C, 256), (unsigned)nch);
+    layernorm_backward_params_partial_kernel<<<grid, 256>>>(pw, pb, dout, inp, mean, rstd, N, C,
+                                                            rpc);
+    CU_TRY(cudaCheckLaunch());
+    colsum_final_kernel<<<s_blocks((size_t)C, 256), 256>>>(dw, pw, nch, C);
+    colsum_final_kernel<<<s_blocks((size_t)C, 256), 256>>>(db, pb, nch, C);
+    return cudaCheckLaunch();
+}
+
+static int s_gelu_forward(float *out, const float *inp, size_t n) {
+    gelu_forward_kernel<<<s_blocks(n, 256), 256>>>(out, inp, n);
+    return cudaCheckLaunch();
+}
+
+static int s_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
+    gelu_backward_kernel<<<s_blocks(n, 256), 256>>>(dinp, inp, dout, n);
+    return cudaCheckLaunch();
+}
+
+/* *out = sum of squares of x[0..n) (double, fixed order). tmp holds
+ * FW_NORM_BLOCKS + 1 doubles. */
+static int s_sumsq(double *tmp, const float *x, size_t n, double *out) {
+    sumsq_partial_kernel<<<FW_NORM_BLOCKS, FW_NORM_THREADS>>>(tmp, x, n);
+    CU_TRY(cudaCheckLaunch());
+    sumsq_final_kernel<<<1, 32>>>(tmp + FW_NORM_BLOCKS, tmp, FW_NORM_BLOCKS);
+    CU_TRY(cudaCheckLaunch());
+    return cudaCheck(cudaMemcpy(out, tmp + FW_NORM_BLOCKS, sizeof(double), cudaMemcpyDeviceToHost));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Lifecycle and plain buffers                                               */
+/* ------------------------------------------------------------------------ */
+
+/* 1 for BF16 GEMMs, 0 for FP32, -1 (detail set) for a bad value. */
+static int s_precision_from_env(void) {
+    const char *p = getenv("FW_CUDA_PRECISION");
+    if (!p || !*p || strcmp(p, "bf16") == 0) return 1;
+    if (strcmp(p, "fp32") == 0) return 0;
+    fw_err_set(FW_EINVAL, "FW_CUDA_PRECISION=\"%s\": expected bf16 or fp32", p);
+    return -1;
+}
+
+static void cuda_destroy(void *p);
+
+static void *cuda_create(const fw_model_config *cfg, int dev) {
+    int ndev = 0;
+    cudaError_t e = cudaGetDeviceCount(&ndev);
+    if (e != cudaSuccess || ndev == 0) {
+        (void)cudaGetLastError();
+        fw_err_set(FW_EDEVICE, "no CUDA device: %s",
+                   e != cudaSuccess ? cudaGetErrorString(e) : "the driver reports 0 devices");
+        return NULL;
+    }
+    if (dev >= ndev) {
+        fw_err_set(FW_EDEVICE, "no CUDA device: cuda:%d requested, %d present (cuda:0..%d)", dev,
+                   ndev, ndev - 1);
+        return NULL;
+    }
+    int prec = s_precision_from_env();
+    if (prec < 0) return NULL;
+    if (cudaCheck(cudaSetDevice(dev)) < 0) return NULL;
+    cuda_be *be = (cuda_be *)calloc(1, sizeof *be);
+    if (!be) {
+        fw_err_set(FW_ENOMEM, "cuda backend");
+        return NULL;
+    }
+    be->cfg = *cfg;
+    be->dev = dev;
+    be->np = fw_model_param_layout(cfg, be->t);
+    int rc = s_gemm_init(&be->g, prec);
+    if (rc == 0) rc = s_dalloc(dev, (void **)&be->params, be->np * sizeof(float), "parameters");
+    if (rc == 0) rc = cudaCheck(cudaMemset(be->params, 0, be->np * sizeof(float)));
+    if (rc == 0 && prec)
+        rc = s_dalloc(dev, (void **)&be->params16, be->np * sizeof(bf16), "BF16 weights");
+    if (rc == 0 && prec) rc = cudaCheck(cudaMemset(be->params16, 0, be->np * sizeof(bf16)));
+    if (rc == 0)
+        rc = s_dalloc(dev, (void **)&be->d_norm, (FW_NORM_BLOCKS + 1) * sizeof(double), "norm");
+    if (rc < 0) {
+        char d[512];
+        snprintf(d, sizeof d, "%s", fw_err_detail());
+        cuda_destroy(be);
+        fw_err_set(rc, "%s", d);
+        return NULL;
+    }
+    cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, dev) == cudaSuccess)
+        fw_info("event=cuda-model dev=%d gpu=\"%s\" sm=%d%d precision=%s params=%zu", dev,
+                prop.name, prop.major, prop.minor, prec ? "bf16" : "fp32", be->np);
+    return be;
+}
+
+static void cuda_destroy(void *p) {
+    cuda_be *be = (cuda_be *)p;
+    if (!be) return;
+    cudaSetDevice(be->dev);
+    void *dbufs[] = {be->params, be->grads,  be->mom1,     be->mom2,      be->params16,
+                     be->acts,   be->logits, be->d_inputs, be->d_targets, be->d_argmax,
+                     be->bw,     be->attn,   be->d_plan,   be->d_norm,    be->d_embed};
+    for (size_t i = 0; i < sizeof dbufs / sizeof dbufs[0]; i++) cudaFree(dbufs[i]);
+    s_gemm_free(&be->g);
+    free(be->h_inputs);
+    free(be->h_targets);
+    free(be->h_plan);
+    free(be->h_count);
+    free(be->h_losses);
+    free(be);
+}
+
+static float *cuda_params(void *p) {
+    cuda_be *be = (cuda_be *)p;
+    be->params16_stale = 1; /* the caller may write through the pointer */
+    return be->params;
+}
+
+static float *cuda_grads(void *p) {
+    cuda_be *be = (cuda_be *)p;
+    if (!be->grads) {
+        if (s_enter(be) < 0) return NULL;
+        if (s_dalloc(be->dev, (void **)&be->grads, be->np * sizeof(float), "gradients") < 0)
+            return NULL;
+        if (cudaCheck(cudaMemset(be->grads, 0, be->np * sizeof(float))) < 0) {
+            cudaFree(be->grads);
+            be->grads = NULL;
+            return NULL;
+        }
+    }
+    return be->grads;
+}
+
+static int cuda_read_params(void *p, float *dst) {
+    cuda_be *be = (cuda_be *)p;
+    CU_TRY(s_enter(be));
+    return cudaCheck(cudaMemcpy(dst, be->params, be->np * sizeof(float), cudaMemcpyDeviceToHost));
+}
+
+static int cuda_write_params(void *p, const float *src) {
+    cuda_be *be = (cuda_be *)p;
+    CU_TRY(s_enter(be));
+    CU_TRY(cudaCheck(cudaMemcpy(be->params, src, be->np * sizeof(float), cudaMemcpyHostToDevice)));
+    be->params16_stale = 1;
+    return s_sync_params16(be);
+}
+
+static int s_alloc_opt(cuda_be *be) {
+    if (be->mom1) return 0;
+    size_t bytes = be->np * sizeof(float);
+    int rc = s_dalloc(be->dev, (void **)&be->mom1, bytes, "AdamW first moment");
+    if (rc == 0) rc = s_dalloc(be->dev, (void **)&be->mom2, bytes, "AdamW second moment");
+    if (rc == 0) rc = cudaCheck(cudaMemset(be->mom1, 0, bytes));
+    if (rc == 0) rc = cudaCheck(cudaMemset(be->mom2, 0, bytes));
+    if (rc < 0) {
+        cudaFree(be->mom1);
+        cudaFree(be->mom2);
+        be->mom1 = be->mom2 = NULL;
+    }
+    return rc;
+}
+
+static int cuda_read_opt(void *p, float *m1, float *m2) {
+    cuda_be *be = (cuda_be *)p;
+    size_t bytes = be->np * sizeof(float);
+    if (!be->mom1) {
+        memset(m1, 0, bytes);
+        memset(m2, 0, bytes);
+        return 0;
+    }
+    CU_TRY(s_enter(be));
+    CU_TRY(cudaCheck(cudaMemcpy(m1, be->mom1, bytes, cudaMemcpyDeviceToHost)));
+    return cudaCheck(cudaMemcpy(m2, be->mom2, bytes, cudaMemcpyDeviceToHost));
+}
+
+static int cuda_write_opt(void *p, const float *m1, const float *m2) {
+    cuda_be *be = (cuda_be *)p;
+    size_t bytes = be->np * sizeof(float);
+    CU_TRY(s_enter(be));
+    CU_TRY(s_alloc_opt(be));
+    CU_TRY(cudaCheck(cudaMemcpy(be->mom1, m1, bytes, cudaMemcpyHostToDevice)));
+    return cudaCheck(cudaMemcpy(be->mom2, m2, bytes, cudaMemcpyHostToDevice));
+}
+
+static int cuda_clear_opt(void *p) {
+    cuda_be *be = (cuda_be *)p;
+    CU_TRY(s_enter(be));
+    cudaFree(be->mom1);
+    cudaFree(be->mom2);
+    be->mom1 = be->mom2 = NULL;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Forward                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static int s_prepare(cuda_be *be, int B, int T, int full) {
+    const fw_model_config *cfg = &be->cfg;
+    size_t N = (size_t)B * T, C = (size_t)cfg->n_embd;
+    size_t need = s_acts_layout(cfg, N, full, NULL, NULL);
+    CU_TRY(
+        s_dreserve(be->dev, (void **)&be->acts, &be->acts_cap, need, sizeof(float), "activations"));
+    s_acts_layout(cfg, N, full, be->acts, &be->a);
+    be->attf = s_att_floats(B, T, cfg->n_head, FW_ATT_CAP);
+    /* Train mode sizes the scratch for backward too, so backward never
+     * allocates (and never fails for memory after a forward succeeded). */
+    size_t att = full ? 7 * N * C + 2 * be->attf : 4 * N * C + be->attf;
+    CU_TRY(s_dreserve(be->dev, (void **)&be->attn, &be->attn_cap, att, sizeof(float),
+                      "attention scratch"));
+    if (be->io_cap < N) {
+        be->io_cap = 0; /* a failure half-way must not leave a stale capacity */
+        size_t cap = 0;
+        CU_TRY(s_dreserve(be->dev, (void **)&be->d_inputs, &cap, N, sizeof(int32_t), "token ids"));
+        cap = 0;
+        CU_TRY(s_dreserve(be->dev, (void **)&be->d_targets, &cap, N, sizeof(int32_t), "targets"));
+        cap = 0;
+        CU_TRY(s_dreserve(be->dev, (void **)&be->d_argmax, &cap, N, sizeof(int32_t), "argmax"));
+        be->io_cap = N;
+    }
+    if (be->h_io_cap < N) {
+        be->h_io_cap = 0;
+        size_t cap = 0;
+        CU_TRY(s_hreserve((void **)&be->h_inputs, &cap, N, sizeof(int32_t), "token ids"));
+        cap = 0;
+        CU_TRY(s_hreserve((void **)&be->h_targets, &cap, N, sizeof(int32_t), "targets"));
+        cap = 0;
+        CU_TRY(s_hreserve((void **)&be->h_losses, &cap, N, sizeof(float), "losses"));
+        be->h_io_cap = N;
+    }
+    return 0;
+}
+
+/* Embedding through ln_f for be->d_inputs (B x T) into be->a. */
+static int s_forward_body(cuda_be *be, int B, int T) {
+    const fw_model_config *cfg = &be->cfg;
+    int L = cfg->n_layer, C = cfg->n_embd, NH = cfg->n_head, N = B * T;
+    size_t n = (size_t)N;
+    float eps = cfg->layer_norm_eps;
+    cuda_acts *a = &be->a;
+    cuda_gemm *g = &be->g;
+    CU_TRY(s_sync_params16(be));
+    encoder_forward_kernel<<<s_blocks(n * C, 256), 256>>>(
+        a->encoded, be->d_inputs, NULL, s_param(be, FW_P_WTE), s_param(be, FW_P_WPE), T, C, n * C);
+    CU_TRY(cudaCheckLaunch());
+    for (int l = 0; l < L; l++) {
+        float *res = l == 0 ? a->encoded : s_layer(a, a->res3, n, C, l - 1);
+        float *ln1 = s_layer(a, a->ln1, n, C, l), *ln1m = s_layer(a, a->ln1_mean, n, 1, l);
+        float *ln1r = s_layer(a, a->ln1_rstd, n, 1, l), *qkv = s_layer(a, a->qkv, n, 3 * C, l);
+        float *atty = s_layer(a, a->atty, n, C, l), *lse = s_layer(a, a->lse, n, NH, l);
+        float *res2 = s_layer(a, a->res2, n, C, l), *ln2 = s_layer(a, a->ln2, n, C, l);
+        float *ln2m = s_layer(a, a->ln2_mean, n, 1, l), *ln2r = s_layer(a, a->ln2_rstd, n, 1, l);
+        float *fch = s_layer(a, a->fch, n, 4 * C, l), *fchg = s_layer(a, a->fchg, n, 4 * C, l);
+        float *res3 = s_layer(a, a->res3, n, C, l);
+        size_t lc = (size_t)l * C;
+        const bf16 *w16;
+        CU_TRY(s_layernorm_forward(ln1, ln1m, ln1r, res, s_param(be, FW_P_LN1W) + lc,
+                                   s_param(be, FW_P_LN1B) + lc, N, C, eps));
+        w16 = s_param16(be, FW_P_QKVW);
+        CU_TRY(matmul_forward(g, qkv, ln1, s_param(be, FW_P_QKVW) + lc * 3 * C,
+                              w16 ? w16 + lc * 3 * C : NULL, s_param(be, FW_P_QKVB) + 3 * lc, NULL,
+                              N, C, 3 * C));
+        CU_TRY(attention_forward(g, atty, lse, qkv, B, T, C, NH, be->attn, be->attf));
+        w16 = s_param16(be, FW_P_ATTPROJW);
+        CU_TRY(matmul_forward(g, res2, atty, s_param(be, FW_P_ATTPROJW) + lc * C,
+                              w16 ? w16 + lc * C : NULL, s_param(be, FW_P_ATTPROJB) + lc, res, N, C,
+                              C));
+        CU_TRY(s_layernorm_forward(ln2, ln2m, ln2r, res2, s_param(be, FW_P_LN2W) + lc,
+                                   s_param(be, FW_P_LN2B) + lc, N, C, eps));
+        w16 = s_param16(be, FW_P_FCW);
+        CU_TRY(matmul_forward(g, fch, ln2, s_param(be, FW_P_FCW) + lc * 4 * C,
+                              w16 ? w16 + lc * 4 * C : NULL, s_param(be, FW_P_FCB) + 4 * lc, NULL,
+                              N, C, 4 * C));
+        CU_TRY(s_gelu_forward(fchg, fch, n * 4 * C));
+        w16 = s_param16(be, FW_P_FCPROJW);
+        CU_TRY(matmul_forward(g, res3, fchg, s_param(be, FW_P_FCPROJW) + lc * 4 * C,
+                              w16 ? w16 + lc * 4 * C : NULL, s_param(be, FW_P_FCPROJB) + lc, res2,
+                              N, 4 * C, C));
+    }
+    return s_layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, s_layer(a, a->res3, n, C, L - 1),
+                               s_param(be, FW_P_LNFW), s_param(be, FW_P_LNFB), N, C, eps);
+}
+
+static int cuda_forward(void *p, const int32_t *inputs, const int32_t *targets, int B, int T,
+                        int train, float *loss) {
+    cuda_be *be = (cuda_be *)p;
+    const fw_model_config *cfg = &be->cfg;
+    size_t N = (size_t)B * T, Vp = (size_t)cfg->padded_vocab_size;
+    CU_TRY(s_enter(be));
+    be->B = be->T = 0;
+    CU_TRY(s_prepare(be, B, T, train));
+    CU_TRY(s_dreserve(be->dev, (void **)&be->logits, &be->logits_cap, N * Vp, sizeof(float),
+                      "logits"));
+    memcpy(be->h_inputs, inputs, N * sizeof(int32_t));
+    CU_TRY(
+        cudaCheck(cudaMemcpy(be->d_inputs, inputs, N * sizeof(int32_t), cudaMemcpyHostToDevice)));
+    if (targets) {
+        memcpy(be->h_targets, targets, N * sizeof(int32_t));
+        CU_TRY(cudaCheck(
+            cudaMemcpy(be->d_targets, targets, N * sizeof(int32_t), cudaMemcpyHostToDevice)));
+    }
+    CU_TRY(s_forward_body(be, B, T));
+    CU_TRY(matmul_forward(&be->g, be->logits, be->a.lnf, s_param(be, FW_P_WTE),
+                          s_param16(be, FW_P_WTE), NULL, NULL, (int)N, cfg->n_embd, (int)Vp));
+    be->n_valid = 0;
+    *loss = 0.0f;
+    if (targets) {
+        crossentropy_forward_kernel<<<(unsigned)N, FW_CE_THREADS>>>(
+            be->a.losses, be->a.ce_lse, be->logits, be->d_targets, cfg->vocab_size, (int)Vp);
+        CU_TRY(cudaCheckLaunch());
+        CU_TRY(cudaCheck(
+            cudaMemcpy(be->h_losses, be->a.losses, N * sizeof(float), cudaMemcpyDeviceToHost)));
+        double s = 0.0;
+        for (size_t i = 0; i < N; i++) {
+            if (targets[i] < 0) continue;
+            s += be->h_losses[i];
+            be->n_valid++;
+        }
+        *loss = be->n_valid ? (float)(s / (double)be->n_valid) : 0.0f;
+    } else {
+        CU_TRY(cudaCheck(cudaDeviceSynchronize())); /* surface kernel faults in this call */
+    }
+    be->B = B;
+    be->T = T;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Backward                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static int s_encoder_backward(cuda_be *be, const float *dout, int B, int T) {
+    int C = be->cfg.n_embd, V = be->cfg.vocab_size, N = B * T;
+    size_t cap = be->h_plan_cap;
+    CU_TRY(s_hreserve((void **)&be->h_plan, &cap, 2 * (size_t)N + 1, sizeof(int), "encoder plan"));
+    be->h_plan_cap = cap;
+    free(be->h_count);
+    be->h_count = (int *)calloc((size_t)V, sizeof(int));
+    if (!be->h_count) return fw_err_set(FW_ENOMEM, "cuda: encoder backward: %d counters", V);
+    int nu = s_encoder_plan(be->h_plan, be->h_count, be->h_inputs, N, V);
+    CU_TRY(s_dreserve(be->dev, (void **)&be->d_plan, &be->plan_cap, 2 * (size_t)N + 1, sizeof(int),
+                      "encoder plan"));
+    CU_TRY(cudaCheck(cudaMemcpy(be->d_plan, be->h_plan, (2 * (size_t)nu + 1 + N) * sizeof(int),
+                                cudaMemcpyHostToDevice)));
+    encoder_backward_wte_kernel<<<(unsigned)nu, 256>>>(s_grad(be, FW_P_WTE), dout, be->d_plan,
+                                                       be->d_plan + nu, be->d_plan + 2 * nu + 1, C);
+    CU_TRY(cudaCheckLaunch());
+    encoder_backward_wpe_kernel<<<s_blocks((size_t)T * C, 256), 256>>>(s_grad(be, FW_P_WPE), dout,
+                                                                       B, T, C);
+    return cudaCheckLaunch();
+}
+
+static int cuda_backward(void *p, float grad_scale) {
+    cuda_be *be = (cuda_be *)p;
+    const fw_model_config *cfg = &be->cfg;
+    int B = be->B, T = be->T, N = B * T, L = cfg->n_layer, C = cfg->n_embd, NH = cfg->n_head;
+    int V = cfg->vocab_size, Vp = cfg->padded_vocab_size;
+    size_t n = (size_t)N;
+    CU_TRY(s_enter(be));
+    if (!cuda_grads(be)) return FW_ENOMEM;
+    CU_TRY(s_dreserve(be->dev, (void **)&be->bw, &be->bw_cap, n * 9 * C, sizeof(float),
+                      "backward scratch"));
+    float *dresid = be->bw, *dbuf = dresid + n * C, *d4c = dbuf + n * C, *dqkv = d4c + n * 4 * C;
+    cuda_acts *a = &be->a;
+    cuda_gemm *g = &be->g;
+    float scale = grad_scale > 0 ? grad_scale : (be->n_valid ? 1.0f / (float)be->n_valid : 0.0f);
+    CU_TRY(s_sync_params16(be));
+
+    /* LM head (tied to wte) and ln_f. */
+    crossentropy_backward_kernel<<<(unsigned)N, FW_CE_THREADS>>>(be->logits, a->ce_lse,
+                                                                 be->d_targets, scale, V, Vp);
+    CU_TRY(cudaCheckLaunch());
+    CU_TRY(matmul_backward(g, dbuf, s_grad(be, FW_P_WTE), NULL, be->logits, a->lnf,
+                           s_param(be, FW_P_WTE), s_param16(be, FW_P_WTE), N, C, Vp));
+    CU_TRY(cudaCheck(cudaMemset(dresid, 0, n * C * sizeof(float))));
+    CU_TRY(s_layernorm_backward(g, dresid, s_grad(be, FW_P_LNFW), s_grad(be, FW_P_LNFB), dbuf,
+                                s_layer(a, a->res3, n, C, L - 1), s_param(be, FW_P_LNFW),
+                                a->lnf_mean, a->lnf_rstd, N, C));
+
+    for (int l = L - 1; l >= 0; l--) {
+        float *res = l == 0 ? a->encoded : s_layer(a, a->res3, n, C, l - 1);
+        float *ln1 = s_layer(a, a->ln1, n, C, l), *ln1m = s_layer(a, a->ln1_mean, n, 1, l);
+        float *ln1r = s_layer(a, a->ln1_rstd, n, 1, l), *qkv = s_layer(a, a->qkv, n, 3 * C, l);
+        float *atty = s_layer(a, a->atty, n, C, l), *lse = s_layer(a, a->lse, n, NH, l);
+        float *res2 = s_layer(a, a->res2, n, C, l), *ln2 = s_layer(a, a->ln2, n, C, l);
+        float *ln2m = s_layer(a, a->ln2_mean, n, 1, l), *ln2r = s_layer(a, a->ln2_rstd, n, 1, l);
+        float *fch = s_layer(a, a->fch, n, 4 * C, l), *fchg = s_layer(a, a->fchg, n, 4 * C, l);
+        size_t lc = (size_t)l * C;
+        const bf16 *w16;
+
+        /* res3 = res2 + fcproj(gelu(fc(ln2(res2)))): dresid is d(res3). */
+        w16 = s_param16(be, FW_P_FCPROJW);
+        CU_TRY(matmul_backward(g, d4c, s_grad(be, FW_P_FCPROJW) + lc * 4 * C,
+                               s_grad(be, FW_P_FCPROJB) + lc, dresid, fchg,
+                               s_param(be, FW_P_FCPROJW) + lc * 4 * C,
+                               w16 ? w16 + lc * 4 * C : NULL, N, 4 * C, C));
+        CU_TRY(s_gelu_backward(d4c, fch, d4c, n * 4 * C));
+        w16 = s_param16(be, FW_P_FCW);
+        CU_TRY(matmul_backward(
+            g, dbuf, s_grad(be, FW_P_FCW) + lc * 4 * C, s_grad(be, FW_P_FCB) + 4 * lc, d4c, ln2,
+            s_param(be, FW_P_FCW) + lc * 4 * C, w16 ? w16 + lc * 4 * C : NULL, N, C, 4 * C));
+        CU_TRY(s_layernorm_backward(g, dresid, s_grad(be, FW_P_LN2W) + lc,
+                                    s_grad(be, FW_P_LN2B) + lc, dbuf, res2,
+                                    s_param(be, FW_P_LN2W) + lc, ln2m, ln2r, N, C));
+        /* res2 = res + attproj(attention(qkv(ln1(res)))): dresid is now d(res2). */
+        w16 = s_param16(be, FW_P_ATTPROJW);
+        CU_TRY(matmul_backward(
+            g, dbuf, s_grad(be, FW_P_ATTPROJW) + lc * C, s_grad(be, FW_P_ATTPROJB) + lc, dresid,
+            atty, s_param(be, FW_P_ATTPROJW) + lc * C, w16 ? w16 + lc * C : NULL, N, C, C));
+        CU_TRY(attention_backward(g, dqkv, dbuf, qkv, lse, B, T, C, NH, be->attn, be->attf));
+        w16 = s_param16(be, FW_P_QKVW);
+        CU_TRY(matmul_backward(
+            g, dbuf, s_grad(be, FW_P_QKVW) + lc * 3 * C, s_grad(be, FW_P_QKVB) + 3 * lc, dqkv, ln1,
+            s_param(be, FW_P_QKVW) + lc * 3 * C, w16 ? w16 + lc * 3 * C : NULL, N, C, 3 * C));
+        CU_TRY(s_layernorm_backward(g, dresid, s_grad(be, FW_P_LN1W) + lc,
+                                    s_grad(be, FW_P_LN1B) + lc, dbuf, res,
+                                    s_param(be, FW_P_LN1W) + lc, ln1m, ln1r, N, C));
+    }
+    CU_TRY(s_encoder_backward(be, dresid, B, T));
+    return cudaCheck(cudaDeviceSynchronize());
+}
+
+static int cuda_zero_grad(void *p) {
+    cuda_be *be = (cuda_be *)p;
+    CU_TRY(s_enter(be));
+    if (!cuda_grads(be)) return FW_ENOMEM;
+    return cudaCheck(cudaMemset(be->grads, 0, be->np * sizeof(float)));
+}
+
+static int cuda_grad_norm(void *p, float *norm) {
+    cuda_be *be = (cuda_be *)p;
+    CU_TRY(s_enter(be));
+    double s = 0.0;
+    CU_TRY(s_sumsq(be->d_norm, be->grads, be->np, &s));
+    *norm = (float)sqrt(s);
+    return 0;
+}
+
+static int cuda_step_adamw(void *p, const fw_adamw *opt, int64_t step, float *grad_norm) {
+    cuda_be *be = (cuda_be *)p;
+    CU_TRY(s_enter(be));
+    CU_TRY(s_alloc_opt(be));
+    float norm;
+    CU_TRY(cuda_grad_norm(be, &norm));
+    if (grad_norm) *grad_norm = norm;
+    float gscale = 1.0f;
+    if (opt->grad_clip > 0 && norm > opt->grad_clip) gscale = opt->grad_clip / norm;
+    float bc1 = (float)(1.0 - pow(opt->beta1, (double)step));
+    float bc2 = (float)(1.0 - pow(opt->beta2, (double)step));
+    for (int i = 0; i < FW_NUM_PARAM_TENSORS; i++) {
+        size_t o = be->t[i].offset, n = be->t[i].numel;
+        adamw_kernel<<<s_blocks(n, 256), 256>>>(
+            be->params + o, be->params16 ? be->params16 + o : NULL, be->grads + o, be->mom1 + o,
+            be->mom2 + o, n, gscale, opt->lr, opt->beta1, opt->beta2, bc1, bc2, opt->eps,
+            be->t[i].decay ? opt->weight_decay : 0.0f);
+        CU_TRY(cudaCheckLaunch());
+    }
+    /* Every element of params16 was rewritten from the updated master weights. */
+    be->params16_stale = 0;
+    return cudaCheck(cudaDeviceSynchronize());
+}
+
+/* ------------------------------------------------------------------------ */
+/* Readers and embedding                                                     */
+/* ------------------------------------------------------------------------ */
+
+static int cuda_get_losses(void *p, float *out) {
+    cuda_be *be = (cuda_be *)p;
+    CU_TRY(s_enter(be));
+    return cudaCheck(cudaMemcpy(out, be->a.losses, (size_t)be->B * be->T * sizeof(float),
+                                cudaMemcpyDeviceToHost));
+}
+
+static int cuda_get_argmax(void *p, int32_t *out) {
+    cuda_be *be = (cuda_be *)p;
+    size_t N = (size_t)be->B * be->T;
+    CU_TRY(s_enter(be));
+    argmax_kernel<<<(unsigned)N, FW_CE_THREADS>>>(be->d_argmax, be->logits, be->cfg.vocab_size,
+                                                  be->cfg.padded_vocab_size);
+    CU_TRY(cudaCheckLaunch());
+    return cudaCheck(cudaMemcpy(out, be->d_argmax, N * sizeof(int32_t), cudaMemcpyDeviceToHost));
+}
+
+static int cuda_get_logits(void *p, size_t row0, size_t nrows, float *out) {
+    cuda_be *be = (cuda_be *)p;
+    size_t V = (size_t)be->cfg.vocab_size, Vp = (size_t)be->cfg.padded_vocab_size;
+    if (nrows == 0) return 0;
+    CU_TRY(s_enter(be));
+    return cudaCheck(cudaMemcpy2D(out, V * sizeof(float), be->logits + row0 * Vp,
+                                  Vp * sizeof(float), V * sizeof(float), nrows,
+                                  cudaMemcpyDeviceToHost));
+}
+
+static int cuda_embed(void *p, const int32_t *ids, const int32_t *lens, int B, int T, float *out) {
+    cuda_be *be = (cuda_be *)p;
+    int C = be->cfg.n_embd, Tm = 0;
+    for (int b = 0; b < B; b++)
+        if (lens[b] > Tm) Tm = lens[b];
+    size_t N = (size_t)B * Tm;
+    CU_TRY(s_enter(be));
+    be->B = be->T = 0;
+    CU_TRY(s_prepare(be, B, Tm, 0));
+    /* Only columns < max(lens) are run; padding ids become 0 (never read:
+     * attention is causal), exactly as the CPU backend does. */
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < Tm; t++)
+            be->h_inputs[(size_t)b * Tm + t] = t < lens[b] ? ids[(size_t)b * T + t] : 0;
+    CU_TRY(cudaCheck(
+        cudaMemcpy(be->d_inputs, be->h_inputs, N * sizeof(int32_t), cudaMemcpyHostToDevice)));
+    /* lens go through d_targets: no targets in an embedding forward. */
+    CU_TRY(cudaCheck(
+        cudaMemcpy(be->d_targets, lens, (size_t)B * sizeof(int32_t), cudaMemcpyHostToDevice)));
+    CU_TRY(s_forward_body(be, B, Tm));
+    CU_TRY(s_dreserve(be->dev, (void **)&be->d_embed, &be->embed_cap, (size_t)B * C, sizeof(float),
+                      "embeddings"));
+    meanpool_norm_kernel<<<(unsigned)B, 256>>>(be->d_embed, be->a.lnf, be->d_targets, Tm, C);
+    CU_TRY(cudaCheckLaunch());
+    return cudaCheck(
+        cudaMemcpy(out, be->d_embed, (size_t)B * C * sizeof(float), cudaMemcpyDeviceToHost));
+}
+
+/* ------------------------------------------------------------------------ */
+/* KV cache                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static void cuda_kv_destroy(void *p) {
+    cuda_kv *kv = (cuda_kv *)p;
+    if (!kv) return;
+    cudaSetDevice(kv->be->dev);
+    cudaFree(kv->k);
+    cudaFree(kv->v);
+    cudaFree(kv->scratch);
+    cudaFree(kv->scores);
+    cudaFree(kv->logits);
+    cudaFree(kv->d_meta);
+    free(kv->h_meta);
+    free(kv->h_logits);
+    free(kv);
+}
+
+static void *cuda_kv_new(void *p, int batch, int max_len) {
+    cuda_be *be = (cuda_be *)p;
+    const fw_model_config *cfg = &be->cfg;
+    if (s_enter(be) < 0) return NULL;
+    cuda_kv *kv = (cuda_kv *)calloc(1, sizeof *kv);
+    if (!kv) {
+        fw_err_set(FW_ENOMEM, "cuda: kv cache");
+        return NULL;
+    }
+    kv->be = be;
+    kv->batch = batch;
+    kv->max_len = max_len;
+    size_t C = (size_t)cfg->n_embd, n = (size_t)cfg->n_layer * batch * max_len * C;
+    size_t rows = (size_t)(batch > max_len ? batch : max_len);
+    kv->scratch_rows = rows;
+    int rc = s_dalloc(be->dev, (void **)&kv->k, n * sizeof(float), "kv cache keys");
+    if (rc == 0) rc = s_dalloc(be->dev, (void **)&kv->v, n * sizeof(float), "kv cache values");
+    if (rc == 0)
+        rc = s_dalloc(be->dev, (void **)&kv->scratch, rows * 11 * C * sizeof(float), "kv scratch");
+    if (rc == 0)
+        rc = s_dalloc(be->dev, (void **)&kv->scores,
+                      rows * cfg->n_head * (size_t)max_len * sizeof(float), "kv scores");
+    if (rc == 0)
+        rc = s_dalloc(be->dev, (void **)&kv->logits,
+                      (size_t)batch * cfg->padded_vocab_size * sizeof(float), "kv logits");
+    if (rc == 0) rc = s_dalloc(be->dev, (void **)&kv->d_meta, rows * 4 * sizeof(int), "kv meta");
+    if (rc == 0) {
+        kv->h_meta = (int *)malloc(rows * 4 * sizeof(int));
+        kv->h_logits = (float *)malloc((size_t)batch * cfg->vocab_size * sizeof(float));
+        if (!kv->h_meta || !kv->h_logits) rc = fw_err_set(FW_ENOMEM, "cuda: kv host buffers");
+    }
+    if (rc < 0) {
+        char d[512];
+        snprintf(d, sizeof d, "%s", fw_err_detail());
+        cuda_kv_destroy(kv);
+        fw_err_set(rc, "kv cache %d x %d: %s", batch, max_len, d);
+        return NULL;
+    }
+    return kv;
+}
+
+/* Run n tokens: token i is ids[i] of cache row rows[i] at position pos[i]
+ * (tokens of one row in position order). The logits (V wide) of the
+ * tokens with want[i] go to logits_out[k*V] for the k-th such token. */
+static int s_kv_forward(cuda_kv *kv, int n, const int32_t *ids, const int *rows, const int *pos,
+                        const uint8_t *want, float *logits_out) {
+    cuda_be *be = kv->be;
+    const fw_model_config *cfg = &be->cfg;
+    cuda_gemm *g = &be->g;
+    int L = cfg->n_layer, C = cfg->n_embd, NH = cfg->n_head, hs = C / NH;
+    float eps = cfg->layer_norm_eps;
+    size_t nc = (size_t)n * C;
+    float *x = kv->scratch, *ln = x + nc, *qkv = ln + nc, *atty = qkv + 3 * nc, *x2 = atty + nc,
+          *fch = x2 + nc;
+    int *h = kv->h_meta, k = 0;
+    memcpy(h, ids, (size_t)n * sizeof(int));
+    memcpy(h + n, rows, (size_t)n * sizeof(int));
+    memcpy(h + 2 * n, pos, (size_t)n * sizeof(int));
+    for (int i = 0; i < n; i++)
+        if (want[i]) h[3 * n + k++] = i;
+    int *d_ids = kv->d_meta, *d_rows = d_ids + n, *d_pos = d_rows + n, *d_idx = d_pos + n;
+    CU_TRY(cudaCheck(
+        cudaMemcpy(kv->d_meta, h, (size_t)(3 * n + k) * sizeof(int), cudaMemcpyHostToDevice)));
+    CU_TRY(s_sync_params16(be));
+    encoder_forward_kernel<<<s_blocks(nc, 256), 256>>>(x, d_ids, d_pos, s_param(be, FW_P_WTE),
+                                                       s_param(be, FW_P_WPE), 1, C, nc);
+    CU_TRY(cudaCheckLaunch());
+    for (int l = 0; l < L; l++) {
+        size_t lc = (size_t)l * C;
+        size_t layer_off = (size_t)l * kv->batch * kv->max_len * C;
+        const bf16 *w16;
+        CU_TRY(s_layernorm_forward(ln, NULL, NULL, x, s_param(be, FW_P_LN1W) + lc,
+                                   s_param(be, FW_P_LN1B) + lc, n, C, eps));
+        w16 = s_param16(be, FW_P_QKVW);
+        CU_TRY(matmul_forward(g, qkv, ln, s_param(be, FW_P_QKVW) + lc * 3 * C,
+                              w16 ? w16 + lc * 3 * C : NULL, s_param(be, FW_P_QKVB) + 3 * lc, NULL,
+                              n, C, 3 * C));
+        kv_store_kernel<<<s_blocks(nc, 256), 256>>>(kv->k + layer_off, kv->v + layer_off, qkv,
+                                                    d_rows, d_pos, n, kv->max_len, C);
+        CU_TRY(cudaCheckLaunch());
+        kv_attend_kernel<<<(unsigned)(n * NH), 128, (size_t)hs * sizeof(float)>>>(
+            atty, qkv, kv->k + layer_off, kv->v + layer_off, d_rows, d_pos, kv->max_len, C, NH,
+            kv->scores);
+        CU_TRY(cudaCheckLaunch());
+        w16 = s_param16(be, FW_P_ATTPROJW);
+        CU_TRY(matmul_forward(g, x2, atty, s_param(be, FW_P_ATTPROJW) + lc * C,
+                              w16 ? w16 + lc * C : NULL, s_param(be, FW_P_ATTPROJB) + lc, x, n, C,
+                              C));
+        CU_TRY(s_layernorm_forward(ln, NULL, NULL, x2, s_param(be, FW_P_LN2W) + lc,
+                                   s_param(be, FW_P_LN2B) + lc, n, C, eps));
+        w16 = s_param16(be, FW_P_FCW);
+        CU_TRY(matmul_forward(g, fch, ln, s_param(be, FW_P_FCW) + lc * 4 * C,
+                              w16 ? w16 + lc * 4 * C : NULL, s_param(be, FW_P_FCB) + 4 * lc, NULL,
+                              n, C, 4 * C));
+        CU_TRY(s_gelu_forward(fch, fch, nc * 4));
+        w16 = s_param16(be, FW_P_FCPROJW);
+        CU_TRY(matmul_forward(g, x, fch, s_param(be, FW_P_FCPROJW) + lc * 4 * C,
+                              w16 ? w16 + lc * 4 * C : NULL, s_param(be, FW_P_FCPROJB) + lc, x2, n,
+                              4 * C, C));
+    }
+    if (k == 0 || !logits_out) return cudaCheck(cudaDeviceSynchronize());
+    size_t V = (size_t)cfg->vocab_size, Vp = (size_t)cfg->padded_vocab_size;
+    rows_gather_kernel<<<s_blocks((size_t)k * C, 256), 256>>>(x2, x, d_idx, k, C);
+    CU_TRY(cudaCheckLaunch());
+    CU_TRY(s_layernorm_forward(ln, NULL, NULL, x2, s_param(be, FW_P_LNFW), s_param(be, FW_P_LNFB),
+                               k, C, eps));
+    CU_TRY(matmul_forward(g, kv->logits, ln, s_param(be, FW_P_WTE), s_param16(be, FW_P_WTE), NULL,
+                          NULL, k, C, (int)Vp));
+    return cudaCheck(cudaMemcpy2D(logits_out, V * sizeof(float), kv->logits, Vp * sizeof(float),
+                                  V * sizeof(float), (size_t)k, cudaMemcpyDeviceToHost));
+}
+
+static int cuda_prefill(void *p, void *kvp, int row, int pos, const int32_t *ids, int n,
+                        float *logits) {
+    cuda_be *be = (cuda_be *)p;
+    cuda_kv *kv = (cuda_kv *)kvp;
+    CU_TRY(s_enter(be));
+    int *rows = (int *)malloc((size_t)n * 2 * sizeof(int));
+    uint8_t *want = (uint8_t *)calloc((size_t)n, 1);
+    if (!rows || !want) {
+        free(rows);
+        free(want);
+        return fw_err_set(FW_ENOMEM, "prefill: %d tokens", n);
+    }
+    int *ps = rows + n;
+    for (int i = 0; i < n; i++) {
+        rows[i] = row;
+        ps[i] = pos + i;
+    }
+    want[n - 1] = 1;
+    int rc = s_kv_forward(kv, n, ids, rows, ps, want, logits);
+    free(rows);
+    free(want);
+    return rc;
+}
+
+static int cuda_decode(void *p, void *kvp, const int32_t *ids, const int *pos,
+                       const uint8_t *active, float *logits) {
+    cuda_be *be = (cuda_be *)p;
+    cuda_kv *kv = (cuda_kv *)kvp;
+    int B = kv->batch, n = 0;
+    size_t V = (size_t)be->cfg.vocab_size;
+    CU_TRY(s_enter(be));
+    int *rows = (int *)calloc((size_t)B * 2, sizeof(int));
+    int32_t *tok = (int32_t *)calloc((size_t)B, sizeof(int32_t));
+    uint8_t *want = (uint8_t *)calloc((size_t)B, 1);
+    int rc = 0;
+    if (!rows || !tok || !want) {
+        rc = fw_err_set(FW_ENOMEM, "decode: batch %d", B);
+        goto done;
+    }
+    {
+        int *ps = rows + B;
+        for (int r = 0; r < B; r++) {
+            if (active && !active[r]) continue;
+            rows[n] = r;
+            ps[n] = pos[r];
+            tok[n] = ids[r];
+            want[n] = 1;
+            n++;
+        }
+        rc = s_kv_forward(kv, n, tok, rows, ps, want, kv->h_logits);
+        if (rc == 0)
+            for (int i = 0; i < n; i++)
+                memcpy(logits + (size_t)rows[i] * V, kv->h_logits + (size_t)i * V,
+                       V * sizeof(float));
+    }
+done:
+    free(rows);
+    free(tok);
+    free(want);
+    return rc;
+}
+
+#include "ops.cuh"
+
+extern "C" const fw_backend fw_backend_cuda = {
+    /* .name = */ "cuda",
+    /* .create = */ cuda_create,
+    /* .destroy = */ cuda_destroy,
+    /* .params = */ cuda_params,
+    /* .grads = */ cuda_grads,
+    /* .read_params = */ cuda_read_params,
+    /* .write_params = */ cuda_write_params,
+    /* .read_opt = */ cuda_read_opt,
+    /* .write_opt = */ cuda_write_opt,
+    /* .clear_opt = */ cuda_clear_opt,
+    /* .forward = */ cuda_forward,
+    /* .backward = */ cuda_backward,
+    /* .zero_grad = */ cuda_zero_grad,
+    /* .grad_norm = */ cuda_grad_norm,
+    /* .step_adamw = */ cuda_step_adamw,
+    /* .get_losses = */ cuda_get_losses,
+    /* .get_argmax = */ cuda_get_argmax,
+    /* .get_logits = */ cuda_get_logits,
+    /* .embed = */ cuda_embed,
+    /* .kv_new = */ cuda_kv_new,
+    /* .kv_destroy = */ cuda_kv_destroy,
+    /* .prefill = */ cuda_prefill,
+    /* .decode = */ cuda_decode,
+};
