@@ -3,8 +3,8 @@
  * One binary file holds everything a run needs to continue as if it had
  * never stopped: the model's configuration and parameters, AdamW's two
  * moments, the step count, the training hyperparameters, the data loader's
- * position and the run's RNG state. The layout (docs/engine.md, "Checkpoint
- * format") is a fixed 256-byte header starting with magic "FWCKPT\0\0" and a
+ * position and the run's RNG state. The layout (docs/file-formats.md,
+ * "Checkpoints") is a fixed 256-byte header starting with magic "FWCKPT\0\0" and a
  * version, then the float arrays, then a 64-bit checksum of all preceding
  * bytes. Files are written atomically (.new + fsync + rename + fsync dir)
  * and validated fully on load before the model is touched. */

@@ -307,6 +307,15 @@ void fw_cli_print_verb_help(FILE *f, const fw_cli_verb *v) {
                "exit 0 ok, 1 error, 2 usage error.\n");
 }
 
+/* Text for a markdown table cell: a bare '|' would end the cell (even inside
+ * a code span), so it is written "\|" ("NAME|FILE.json", "<|endoftext|>"). */
+static void s_md_cell(FILE *f, const char *s) {
+    for (; *s; s++) {
+        if (*s == '|') fputc('\\', f);
+        fputc(*s, f);
+    }
+}
+
 void fw_cli_print_markdown(FILE *f, const fw_cli_verb *const *verbs, size_t n) {
     char left[64];
     for (size_t k = 0; k < n; k++) {
@@ -316,10 +325,14 @@ void fw_cli_print_markdown(FILE *f, const fw_cli_verb *const *verbs, size_t n) {
         fprintf(f, "| option | meaning | default |\n|---|---|---|\n");
         for (const fw_cli_opt *o = v->opts; o->name; o++) {
             s_opt_left(o, left, sizeof left);
-            fprintf(f, "| `%s` | %s%s%s | %s |\n", left, o->help,
-                    o->required ? " **(required)**" : "",
-                    o->type == FW_OPT_MULTI ? " (repeatable)" : "",
-                    (o->def && o->type != FW_OPT_FLAG) ? o->def : "");
+            fputs("| `", f);
+            s_md_cell(f, left);
+            fputs("` | ", f);
+            s_md_cell(f, o->help);
+            fprintf(f, "%s%s | ", o->required ? " **(required)**" : "",
+                    o->type == FW_OPT_MULTI ? " (repeatable)" : "");
+            s_md_cell(f, (o->def && o->type != FW_OPT_FLAG) ? o->def : "");
+            fputs(" |\n", f);
         }
         if (v->example) fprintf(f, "\nExample:\n\n```\n%s\n```\n", v->example);
         fputc('\n', f);

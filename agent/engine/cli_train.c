@@ -237,6 +237,13 @@ static int s_train_run(const fw_cli_args *a) {
         fw_cli_fail("--rank %d must be below --world-size %d", rank, world);
         return FW_CLI_EXIT_USAGE;
     }
+    if (world > 1 && strncmp(fw_cli_str(a, "device"), "cuda", 4) == 0 &&
+        strcmp(backend, "nccl") != 0) {
+        /* A CUDA model's gradients live on the device: only NCCL reduces them. */
+        fw_cli_fail("--device %s with --world-size %d needs --collective nccl",
+                    fw_cli_str(a, "device"), world);
+        return FW_CLI_EXIT_USAGE;
+    }
     if (world > 1 && !fw_cli_str(a, "rendezvous")) {
         fw_cli_fail("--world-size %d needs --rendezvous tcp://HOST:PORT", world);
         return FW_CLI_EXIT_USAGE;

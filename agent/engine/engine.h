@@ -135,7 +135,7 @@ size_t fw_model_num_params(const fw_model *m); /* floats in the parameter buffer
 int fw_model_init_random(fw_model *m, uint64_t seed);
 
 /* Hugging Face model directory: config.json + model.safetensors (GPT2Config
- * keys, GPT-2 tensor names, Conv1D layout). Loads F32, F16 and BF16 files
+ * keys, GPT-2 tensor names, Conv1D layout). Loads F32, F16, BF16 (and F64) tensors
  * (converted to F32), accepts a "transformer." prefix, ignores attn.bias /
  * attn.masked_bias buffers and a tied lm_head.weight. NULL + detail naming
  * the file, tensor or field on any problem. */

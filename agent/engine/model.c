@@ -269,7 +269,7 @@ int fw_model_write_opt_state(fw_model *m, const float *mom1, const float *mom2) 
 
 void fw_engine_set_threads(int n) {
     /* OpenBLAS stays single-threaded: the kernels call it from OpenMP
-     * threads on blocks of their own (cpu_kernels.c, MM_BLOCK). */
+     * threads on tiles of their own (cpu_kernels.c, MM_ROWS). */
     openblas_set_num_threads(1);
     if (n > 0) omp_set_num_threads(n);
 }

@@ -19,10 +19,12 @@
  *   ln_f.weight / .bias       [C]        lnfw / lnfb
  *
  * On load a "transformer." prefix is stripped; h.i.attn.bias and
- * h.i.attn.masked_bias (causal-mask buffers of older transformers) are
- * ignored; lm_head.weight is accepted only when it equals wte.weight (the
- * engine ties them). Any other name, a missing tensor or a shape that does
- * not follow config.json is an error naming the tensor. */
+ * h.i.attn.masked_bias (causal-mask buffers of older transformers, F32 or
+ * BOOL) are ignored; weights may be F32, F16, BF16 or F64 (converted to
+ * F32); lm_head.weight is accepted only when it equals wte.weight (the
+ * engine ties them). Any other name, a missing tensor, a shape that does
+ * not follow config.json, a weight in another dtype or a NaN / infinite
+ * value is an error naming the tensor. */
 #include "engine.h"
 #include "safetensors.h"
 
@@ -233,6 +235,17 @@ static int s_write_config(const char *dir, const fw_model_config *cfg) {
 /* Load                                                                      */
 /* ------------------------------------------------------------------------ */
 
+/* A NaN or infinite weight is never a trained value: it is a damaged or
+ * mis-converted file, and it would only surface later as a NaN loss. */
+static int s_check_finite(const char *path, const fw_st_tensor *t, const float *x) {
+    for (size_t i = 0; i < t->numel; i++)
+        if (!isfinite(x[i]))
+            return fw_err_set(FW_ECORRUPT, "%s: tensor %s: element %zu of %zu is %s (damaged "
+                              "file?)", path, t->name, i, t->numel,
+                              isnan(x[i]) ? "NaN" : "infinite");
+    return 0;
+}
+
 /* Read every tensor of f into params (host, engine layout). */
 static int s_load_tensors(const fw_st_file *f, const char *path, const fw_model_config *cfg,
                           float *params) {
@@ -264,7 +277,8 @@ static int s_load_tensors(const fw_st_file *f, const char *path, const fw_model_
                 rc = fw_err_set(FW_ENOMEM, "load: %s", t->name);
                 break;
             }
-            fw_st_read_f32(f, t, lm_head);
+            if ((rc = fw_st_read_f32(f, t, lm_head)) < 0) break;
+            if ((rc = s_check_finite(path, t, lm_head)) < 0) break;
             continue;
         }
         s_map *m = NULL;
@@ -290,7 +304,8 @@ static int s_load_tensors(const fw_st_file *f, const char *path, const fw_model_
             break;
         }
         if (!m->transpose) {
-            fw_st_read_f32(f, t, params + m->offset);
+            if ((rc = fw_st_read_f32(f, t, params + m->offset)) < 0) break;
+            if ((rc = s_check_finite(path, t, params + m->offset)) < 0) break;
             continue;
         }
         if (tmp_cap < t->numel) {
@@ -301,7 +316,8 @@ static int s_load_tensors(const fw_st_file *f, const char *path, const fw_model_
                 break;
             }
         }
-        fw_st_read_f32(f, t, tmp);
+        if ((rc = fw_st_read_f32(f, t, tmp)) < 0) break;
+        if ((rc = s_check_finite(path, t, tmp)) < 0) break;
         size_t in = (size_t)m->shape[0], out = (size_t)m->shape[1];
         float *dst = params + m->offset;
         for (size_t o = 0; o < out; o++)

@@ -6,7 +6,9 @@
  * sizes of the envelope first (nothing is parsed from a header that does not
  * fit), then JSON syntax, then each entry, then the ranges as a whole
  * (sorted by begin: each must start where the previous ended, the first at
- * 0 and the last end at the data region's end). */
+ * 0 and the last end at the data region's end). Every dtype of the format is
+ * accepted and size-checked; only the float ones convert (fw_st_read_f32),
+ * so an integer or BOOL buffer a loader skips does not stop a file opening. */
 #include "safetensors.h"
 
 #include "fw_err.h"
@@ -36,8 +38,14 @@ struct fw_st_file {
     json_t *meta; /* __metadata__ object or NULL */
 };
 
-static const char *const s_dtype_names[] = {"F32", "F16", "BF16"};
-static const size_t s_dtype_size[] = {4, 2, 2};
+static const char *const s_dtype_names[FW_ST_NUM_DTYPES] = {
+    "F32", "F16", "BF16", "F64", "I64", "U64", "I32", "U32",
+    "I16", "U16", "I8",   "U8",  "BOOL", "F8_E4M3", "F8_E5M2"};
+static const size_t s_dtype_size[FW_ST_NUM_DTYPES] = {4, 2, 2, 8, 8, 8, 4, 4, 2, 2, 1, 1, 1, 1, 1};
+
+const char *fw_st_dtype_name(fw_st_dtype d) {
+    return (unsigned)d < FW_ST_NUM_DTYPES ? s_dtype_names[d] : "?";
+}
 
 /* ------------------------------------------------------------------------ */
 /* Scalar conversions                                                        */
@@ -137,11 +145,11 @@ static int s_parse_entry(fw_st_file *f, const char *name, json_t *v, fw_st_tenso
     if (!json_is_string(dt))
         return fw_err_set(FW_ECORRUPT, "%s: tensor %s: dtype missing or not a string", p, name);
     int d = -1;
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < FW_ST_NUM_DTYPES; i++)
         if (strcmp(json_string_value(dt), s_dtype_names[i]) == 0) d = i;
     if (d < 0)
-        return fw_err_set(FW_EINVAL, "%s: tensor %s: dtype %s not supported (F32, F16, BF16)", p,
-                          name, json_string_value(dt));
+        return fw_err_set(FW_EINVAL, "%s: tensor %s: dtype %s unknown", p, name,
+                          json_string_value(dt));
     t->dtype = (fw_st_dtype)d;
     if (!json_is_array(sh))
         return fw_err_set(FW_ECORRUPT, "%s: tensor %s: shape missing or not an array", p, name);
@@ -331,6 +339,13 @@ const char *fw_st_metadata(const fw_st_file *f, const char *key) {
 int fw_st_read_f32(const fw_st_file *f, const fw_st_tensor *t, float *dst) {
     const uint8_t *src = f->data + t->begin;
     switch (t->dtype) {
+    case FW_ST_F64:
+        for (size_t i = 0; i < t->numel; i++) {
+            double v;
+            memcpy(&v, src + 8 * i, 8);
+            dst[i] = (float)v;
+        }
+        break;
     case FW_ST_F32:
         memcpy(dst, src, t->numel * 4);
         break;
@@ -348,6 +363,9 @@ int fw_st_read_f32(const fw_st_file *f, const fw_st_tensor *t, float *dst) {
             dst[i] = fw_bf16_to_f32(h);
         }
         break;
+    default:
+        return fw_err_set(FW_EUNSUPPORTED, "%s: tensor %s: dtype %s cannot be read as floats "
+                          "(F32, F16, BF16, F64)", f->path, t->name, s_dtype_names[t->dtype]);
     }
     return 0;
 }

@@ -11,7 +11,9 @@
  *   - the header length is <= 100 MB and fits in the file;
  *   - the header is a JSON object without duplicate keys; every entry has
  *     exactly dtype, shape and data_offsets of the right types;
- *   - dtype is F32, F16 or BF16 (the only ones a model needs here);
+ *   - dtype is one of the format's (F32, F16, BF16, F64, the integer types,
+ *     BOOL, F8_E4M3, F8_E5M2), so a file with, say, a BOOL causal-mask buffer
+ *     opens; only F32, F16, BF16 and F64 can be read as floats;
  *   - shape has at most 8 dimensions and its byte size equals end - begin;
  *   - the tensors' byte ranges lie inside the data region, do not overlap and
  *     cover it with no gap.
@@ -27,7 +29,26 @@
 #define FW_ST_MAX_DIMS 8
 #define FW_ST_MAX_HEADER (100u * 1024 * 1024)
 
-typedef enum { FW_ST_F32 = 0, FW_ST_F16, FW_ST_BF16 } fw_st_dtype;
+/* The three float dtypes a model is stored in come first (the writer takes
+ * only those); the rest exist so that their sizes can be validated. */
+typedef enum {
+    FW_ST_F32 = 0,
+    FW_ST_F16,
+    FW_ST_BF16,
+    FW_ST_F64,
+    FW_ST_I64,
+    FW_ST_U64,
+    FW_ST_I32,
+    FW_ST_U32,
+    FW_ST_I16,
+    FW_ST_U16,
+    FW_ST_I8,
+    FW_ST_U8,
+    FW_ST_BOOL,
+    FW_ST_F8_E4M3,
+    FW_ST_F8_E5M2,
+    FW_ST_NUM_DTYPES
+} fw_st_dtype;
 
 typedef struct {
     const char *name; /* owned by the file */
@@ -51,8 +72,11 @@ const fw_st_tensor *fw_st_at(const fw_st_file *f, size_t i);
 const fw_st_tensor *fw_st_find(const fw_st_file *f, const char *name);
 /* String value of key in __metadata__, or NULL. */
 const char *fw_st_metadata(const fw_st_file *f, const char *key);
-/* Convert t to numel floats at dst. */
+/* Convert t to numel floats at dst. FW_EUNSUPPORTED (detail naming the
+ * tensor) unless t is F32, F16, BF16 or F64. */
 int fw_st_read_f32(const fw_st_file *f, const fw_st_tensor *t, float *dst);
+/* "F32", "BOOL", ... */
+const char *fw_st_dtype_name(fw_st_dtype d);
 
 /* One tensor to write: numel = product of shape float values at data, stored
  * as dtype (rounded to nearest even for F16 / BF16). */

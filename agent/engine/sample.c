@@ -8,7 +8,15 @@
  * (the k largest logits), top-p (the smallest prefix of the remaining tokens,
  * most likely first, whose probability reaches p), then draws one token with
  * a single uniform number. Candidates are ordered by logit and then by id,
- * so the result depends only on the logits and the rng state. */
+ * so the result depends only on the logits and the rng state.
+ *
+ * Speed: sorting all 50257 candidates cost ~9 ms a token, more than a
+ * decoding step of the small model. So nothing is sorted that cannot be
+ * drawn: plain temperature sampling walks the tokens in id order; top-k first
+ * selects the k largest (quickselect, O(V)); top-p selects the 64, 256, ...
+ * largest until they hold p of the mass. Only that prefix is sorted, and
+ * because the order is total (ids break ties) it is exactly the prefix a
+ * full sort would give. */
 #include "engine.h"
 
 #include "fw_err.h"
@@ -65,6 +73,49 @@ static int s_cand_cmp(const void *a, const void *b) {
     return (x->id > y->id) - (x->id < y->id);
 }
 
+static void s_swap(s_cand *c, int i, int j) {
+    s_cand t = c[i];
+    c[i] = c[j];
+    c[j] = t;
+}
+
+/* Reorder c[0..n) so that c[0..k) hold its k first elements in s_cand_cmp
+ * order (in no particular order among themselves); 1 <= k <= n.
+ * Quickselect with a median-of-three pivot: O(n) on average. */
+static void s_select(s_cand *c, int n, int k) {
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        /* median of c[lo], c[mid], c[hi] to c[hi] */
+        if (s_cand_cmp(&c[mid], &c[lo]) < 0) s_swap(c, mid, lo);
+        if (s_cand_cmp(&c[hi], &c[lo]) < 0) s_swap(c, hi, lo);
+        if (s_cand_cmp(&c[mid], &c[hi]) < 0) s_swap(c, mid, hi);
+        s_cand pivot = c[hi];
+        int i = lo;
+        for (int j = lo; j < hi; j++)
+            if (s_cand_cmp(&c[j], &pivot) < 0) s_swap(c, i++, j);
+        s_swap(c, i, hi);
+        if (i == k || i == k - 1) return;
+        if (i > k)
+            hi = i - 1;
+        else
+            lo = i + 1;
+    }
+}
+
+/* One draw of u in [0, total) against weights w[0..n) walked in order;
+ * rounding can leave u just above the last sum: take the last positive one. */
+static int s_walk(const double *w, int n, double u) {
+    double cum = 0.0;
+    int last = 0;
+    for (int i = 0; i < n; i++) {
+        if (w[i] > 0) last = i;
+        cum += w[i];
+        if (u < cum) return i;
+    }
+    return last;
+}
+
 int fw_sample(const float *logits, int V, const fw_sampler *s, fw_rng *rng) {
     if (!logits || V < 1 || !s || !rng) return fw_err_set(FW_EINVAL, "sample: bad arguments");
     int best = 0;
@@ -74,6 +125,9 @@ int fw_sample(const float *logits, int V, const fw_sampler *s, fw_rng *rng) {
     }
     if (!(s->temperature > 0) || s->top_k == 1) return best;
 
+    double maxl = logits[best], temp = s->temperature;
+    int k = (s->top_k > 0 && s->top_k < V) ? s->top_k : V;
+    int use_p = s->top_p > 0 && s->top_p < 1;
     s_cand *c = malloc((size_t)V * sizeof *c);
     double *p = malloc((size_t)V * sizeof *p);
     if (!c || !p) {
@@ -81,38 +135,47 @@ int fw_sample(const float *logits, int V, const fw_sampler *s, fw_rng *rng) {
         free(p);
         return fw_err_set(FW_ENOMEM, "sample: %d candidates", V);
     }
-    for (int i = 0; i < V; i++) c[i] = (s_cand){logits[i], i};
-    qsort(c, (size_t)V, sizeof *c, s_cand_cmp);
-    int k = (s->top_k > 0 && s->top_k < V) ? s->top_k : V;
-    double total = 0.0, maxl = c[0].logit;
-    for (int i = 0; i < k; i++) {
-        p[i] = exp(((double)c[i].logit - maxl) / s->temperature);
-        total += p[i];
+    int id;
+    if (k == V && !use_p) { /* every token is a candidate: no order needed */
+        double total = 0.0;
+        for (int i = 0; i < V; i++) total += p[i] = exp(((double)logits[i] - maxl) / temp);
+        id = s_walk(p, V, fw_rng_uniform(rng) * total);
+        goto out;
     }
-    if (s->top_p > 0 && s->top_p < 1) {
-        double cum = 0.0;
-        int keep = k;
-        for (int i = 0; i < k; i++) {
-            cum += p[i] / total;
-            if (cum >= s->top_p) {
-                keep = i + 1;
+    for (int i = 0; i < V; i++) c[i] = (s_cand){logits[i], i};
+    if (k < V) s_select(c, V, k); /* c[0..k): the top k */
+    int n = k;
+    if (use_p) {
+        /* The nucleus is the shortest sorted prefix holding top_p of the
+         * mass of the n candidates: grow a selected prefix until it does. */
+        double total = 0.0, want;
+        for (int i = 0; i < n; i++) total += exp(((double)c[i].logit - maxl) / temp);
+        want = s->top_p * total;
+        for (int m = n < 64 ? n : 64;; m = m > n / 4 ? n : 4 * m) {
+            s_select(c, n, m);
+            double mass = 0.0;
+            for (int i = 0; i < m; i++) mass += exp(((double)c[i].logit - maxl) / temp);
+            if (mass >= want || m == n) {
+                n = m;
                 break;
             }
         }
-        k = keep;
-        total = 0.0;
-        for (int i = 0; i < k; i++) total += p[i];
-    }
-    double u = fw_rng_uniform(rng) * total;
-    int id = c[k - 1].id; /* rounding can leave u just above the last sum */
-    double cum = 0.0;
-    for (int i = 0; i < k; i++) {
-        cum += p[i];
-        if (u < cum) {
-            id = c[i].id;
-            break;
+        qsort(c, (size_t)n, sizeof *c, s_cand_cmp);
+        double cum = 0.0;
+        for (int i = 0; i < n; i++) {
+            cum += exp(((double)c[i].logit - maxl) / temp);
+            if (cum >= want) {
+                n = i + 1;
+                break;
+            }
         }
+    } else {
+        qsort(c, (size_t)n, sizeof *c, s_cand_cmp);
     }
+    double total = 0.0;
+    for (int i = 0; i < n; i++) total += p[i] = exp(((double)c[i].logit - maxl) / temp);
+    id = c[s_walk(p, n, fw_rng_uniform(rng) * total)].id;
+out:
     free(c);
     free(p);
     return id;

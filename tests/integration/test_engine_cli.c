@@ -47,7 +47,7 @@ static void test_help(void) {
     }
     te_result_free(&r);
     r = te_runv(NULL, "--help-markdown", NULL);
-    CHECK(r.code == 0 && strstr(r.out, "### `train`") && strstr(r.out, "`--resume CKPT|auto`"));
+    CHECK(r.code == 0 && strstr(r.out, "### `train`") && strstr(r.out, "`--resume CKPT\\|auto`"));
     te_result_free(&r);
 }
 

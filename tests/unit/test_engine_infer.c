@@ -206,6 +206,72 @@ static void test_sampling(void) {
     CHECK(fw_sample(lg, 0, &all, &a) == FW_EINVAL);
 }
 
+static int s_desc_then_id(const void *a, const void *b) {
+    const float *x = a, *y = b; /* {logit, id} pairs */
+    if (x[0] != y[0]) return x[0] > y[0] ? -1 : 1;
+    return (x[1] > y[1]) - (x[1] < y[1]);
+}
+
+/* fw_sample selects and sorts only the candidates that can be drawn
+ * (quickselect): on a large vocabulary with many tied logits, the tokens it
+ * draws must be exactly the top-k / the nucleus of a full sort. */
+static void test_sampling_large_vocab(void) {
+    enum { NV = 2000 };
+    static float lg[NV], pairs[NV][2];
+    static int seen[NV];
+    uint64_t x = 77;
+    for (int i = 0; i < NV; i++) lg[i] = (float)(fw_test_rand(&x) % 50) * 0.25f; /* ~40 ties each */
+    for (int i = 0; i < NV; i++) {
+        pairs[i][0] = lg[i];
+        pairs[i][1] = (float)i;
+    }
+    qsort(pairs, NV, sizeof pairs[0], s_desc_then_id);
+    fw_rng r;
+    fw_rng_seed(&r, 3);
+    /* top-k 100 at a huge temperature: the 100 are near-uniform, so 6000
+     * draws see every one of them (60 expected each) and nothing else */
+    fw_sampler k100 = {.temperature = 1e4f, .top_k = 100};
+    memset(seen, 0, sizeof seen);
+    for (int i = 0; i < 6000; i++) {
+        int id = fw_sample(lg, NV, &k100, &r);
+        REQUIRE(id >= 0 && id < NV);
+        seen[id]++;
+    }
+    int in_topk = 0, outside = 0;
+    for (int i = 0; i < NV; i++) {
+        int rank_ok = 0;
+        for (int j = 0; j < 100; j++) rank_ok |= (int)pairs[j][1] == i;
+        if (rank_ok) in_topk += seen[i] > 0;
+        else outside += seen[i];
+    }
+    CHECK_EQ_INT(in_topk, 100);
+    CHECK_EQ_INT(outside, 0);
+    /* top-p: 300 tokens at logit 0, the rest at -30 (mass ~1e-10): p = 0.499
+     * keeps the 150 lowest ids of the 300 (ties go by id), past the first
+     * 64-candidate selection */
+    uint64_t y = 5;
+    int n_hot = 0;
+    for (int i = 0; i < NV; i++) {
+        lg[i] = -30.0f;
+        if (fw_test_rand(&y) % 6 == 0 && n_hot < 300) {
+            lg[i] = 0.0f;
+            n_hot++;
+        }
+    }
+    REQUIRE(n_hot == 300);
+    fw_sampler p499 = {.temperature = 1.0f, .top_p = 0.499f};
+    memset(seen, 0, sizeof seen);
+    for (int i = 0; i < 8000; i++) seen[fw_sample(lg, NV, &p499, &r)]++;
+    int hot = 0, kept = 0, wrong = 0;
+    for (int i = 0; i < NV; i++) {
+        int want = lg[i] == 0.0f && hot++ < 150;
+        if (want) kept += seen[i] > 0;
+        else wrong += seen[i];
+    }
+    CHECK_EQ_INT(kept, 150);
+    CHECK_EQ_INT(wrong, 0);
+}
+
 static void test_rng(void) {
     fw_rng r;
     fw_rng_seed(&r, 7);
@@ -273,6 +339,7 @@ int main(void) {
     RUN(test_chunked_prefill_and_batch);
     RUN(test_greedy_deterministic);
     RUN(test_sampling);
+    RUN(test_sampling_large_vocab);
     RUN(test_rng);
     RUN(test_embedding);
     return fw_test_summary();

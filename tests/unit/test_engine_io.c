@@ -211,15 +211,38 @@ static void test_half_precision_files(void) {
 }
 
 /* Build a GPT-2 file by hand in Hugging Face's layout (Conv1D weights
- * [in, out], "transformer." prefix, attn.bias buffers, a tied lm_head) from a
- * formula, and check the engine's parameters hold the formula transposed. */
+ * [in, out], "transformer." prefix, attn.bias buffers, a tied lm_head, F16,
+ * BF16 and F32 tensors) from a formula, and check the engine's parameters
+ * hold exactly the formula, rounded to each tensor's dtype and transposed
+ * where HF's Conv1D says so. */
 static float s_val(int tensor, int layer, size_t r, size_t c) {
     return (float)(0.01 * ((tensor * 7 + layer * 13 + (int)r * 3 + (int)c * 5) % 23) - 0.11);
 }
 
+/* Hub checkpoints come in F32, F16 and BF16, and converted files can mix
+ * them: store the Conv1D weights as F16, the biases and LayerNorm vectors as
+ * BF16 and the embeddings as F32. */
+static fw_st_dtype s_dtype_of(int tensor) {
+    switch (tensor) {
+    case FW_P_QKVW: case FW_P_ATTPROJW: case FW_P_FCW: case FW_P_FCPROJW: return FW_ST_F16;
+    case FW_P_WTE: case FW_P_WPE: return FW_ST_F32;
+    default: return tensor < FW_NUM_PARAM_TENSORS ? FW_ST_BF16 : FW_ST_F32;
+    }
+}
+
+/* The float the engine must hold after loading v stored as tensor's dtype. */
+static float s_stored(int tensor, float v) {
+    switch (s_dtype_of(tensor)) {
+    case FW_ST_F16: return fw_f16_to_f32(fw_f32_to_f16(v));
+    case FW_ST_BF16: return fw_bf16_to_f32(fw_f32_to_bf16(v));
+    default: return v;
+    }
+}
+
 static void test_hf_layout(void) {
     int C = 16, L = 2, V = 40, P = 8;
-    const char *dir = s_path("hf");
+    char dir[1024]; /* s_path() rotates 8 buffers: keep a copy */
+    snprintf(dir, sizeof dir, "%s", s_path("hf"));
     mkdir(dir, 0755);
     const char *cfg = "{\"model_type\": \"gpt2\", \"n_layer\": 2, \"n_head\": 2, \"n_embd\": 16, "
                       "\"n_positions\": 8, \"n_ctx\": 8, \"vocab_size\": 40, "
@@ -239,7 +262,8 @@ static void test_hf_layout(void) {
         bufs[n] = malloc(r_ * c_ * sizeof(float));                                   \
         for (size_t i_ = 0; i_ < r_; i_++)                                            \
             for (size_t j_ = 0; j_ < c_; j_++) bufs[n][i_ * c_ + j_] = s_val(tid, layer, i_, j_); \
-        e[n] = (fw_st_entry){.name = names[n], .dtype = FW_ST_F32, .ndim = (cols) != 0 ? 2 : 1, \
+        e[n] = (fw_st_entry){.name = names[n], .dtype = s_dtype_of(tid),                \
+                             .ndim = (cols) != 0 ? 2 : 1,                                    \
                              .data = bufs[n]};                                        \
         e[n].shape[0] = (int64_t)(rows);                                              \
         e[n].shape[1] = (int64_t)(cols);                                              \
@@ -268,6 +292,13 @@ static void test_hf_layout(void) {
     ENT("lm_head.weight%.0d", FW_P_WTE, 0, V, C); /* tied: same values as wte */
 #undef ENT
     REQUIRE(fw_st_write(s_path("hf/model.safetensors"), e, n, NULL) == 0);
+    fw_st_file *sf = fw_st_open(s_path("hf/model.safetensors"));
+    REQUIRE(sf);
+    const fw_st_tensor *st = fw_st_find(sf, "transformer.h.1.mlp.c_fc.weight");
+    CHECK(st && st->dtype == FW_ST_F16 && st->shape[0] == C && st->shape[1] == 4 * C);
+    st = fw_st_find(sf, "transformer.h.0.ln_2.bias");
+    CHECK(st && st->dtype == FW_ST_BF16);
+    fw_st_close(&sf);
     fw_model *m = fw_model_load_dir(dir, "cpu");
     if (!m) fprintf(stderr, "  load: %s\n", fw_err_detail());
     REQUIRE(m);
@@ -288,13 +319,14 @@ static void test_hf_layout(void) {
             if (i == FW_P_WTE || i == FW_P_WPE) {
                 size_t rows = i == FW_P_WTE ? (size_t)V : (size_t)P;
                 for (size_t r = 0; r < rows; r++)
-                    for (int c = 0; c < C; c++) y[r * C + c] = s_val(i, 0, r, (size_t)c);
+                    for (int c = 0; c < C; c++)
+                        y[r * C + c] = s_stored(i, s_val(i, 0, r, (size_t)c));
             } else if (t[i].ndim == 3) { /* engine [out, in] = file [in, out] transposed */
                 size_t out = (size_t)t[i].shape[1], in = (size_t)t[i].shape[2];
                 for (size_t o = 0; o < out; o++)
-                    for (size_t c = 0; c < in; c++) y[o * in + c] = s_val(i, l, c, o);
+                    for (size_t c = 0; c < in; c++) y[o * in + c] = s_stored(i, s_val(i, l, c, o));
             } else {
-                for (size_t j = 0; j < per; j++) y[j] = s_val(i, l, j, 0);
+                for (size_t j = 0; j < per; j++) y[j] = s_stored(i, s_val(i, l, j, 0));
             }
         }
     }
@@ -305,12 +337,74 @@ static void test_hf_layout(void) {
     s_logits(ref, lb);
     CHECK(memcmp(la, lb, sizeof la) == 0);
 
+    /* transformers 4.2x saved the causal mask h.N.attn.bias as BOOL: such a
+     * file loads the same (the buffers are skipped, whatever their dtype) */
+    size_t flen;
+    char *fb = s_read_file(s_path("hf/model.safetensors"), &flen);
+    uint64_t hl;
+    memcpy(&hl, fb, 8);
+    char *hdr = malloc(hl * 2 + 1);
+    const char *from = "\"dtype\":\"F32\",\"shape\":[8,8]";
+    const char *to = "\"dtype\":\"BOOL\",\"shape\":[1,1,16,16]";
+    size_t at = 0, nrep = 0;
+    for (size_t i = 0; i < hl;) {
+        if (i + strlen(from) <= hl && memcmp(fb + 8 + i, from, strlen(from)) == 0) {
+            memcpy(hdr + at, to, strlen(to));
+            at += strlen(to);
+            i += strlen(from);
+            nrep++;
+        } else {
+            hdr[at++] = fb[8 + i++];
+        }
+    }
+    CHECK_EQ_INT(nrep, L);
+    uint64_t nhl = at;
+    char *nb = malloc(8 + at + (flen - 8 - hl));
+    memcpy(nb, &nhl, 8);
+    memcpy(nb + 8, hdr, at);
+    memcpy(nb + 8 + at, fb + 8 + hl, flen - 8 - hl);
+    s_write_file(s_path("hf/model.safetensors"), nb, 8 + at + (flen - 8 - hl));
+    fw_st_file *bf = fw_st_open(s_path("hf/model.safetensors"));
+    CHECK(bf && fw_st_find(bf, "transformer.h.1.attn.bias")->dtype == FW_ST_BOOL);
+    fw_st_close(&bf);
+    fw_model *mb = fw_model_load_dir(dir, "cpu");
+    if (!mb) fprintf(stderr, "  load with BOOL masks: %s\n", fw_err_detail());
+    CHECK(mb && memcmp(fw_model_params(mb, NULL), p, np * 4) == 0);
+    fw_model_destroy(&mb);
+    /* a weight in a dtype that is not a float is refused, naming it */
+    const char *wfrom = "\"transformer.h.0.ln_1.weight\":{\"dtype\":\"BF16\",\"shape\":[16]";
+    const char *wto = "\"transformer.h.0.ln_1.weight\":{\"dtype\":\"I16\",\"shape\":[16]\x20";
+    char *w = memmem(nb + 8, at, wfrom, strlen(wfrom));
+    CHECK(w != NULL && strlen(wfrom) == strlen(wto));
+    if (w) {
+        memcpy(w, wto, strlen(wfrom)); /* same length: I16 is 2 bytes like BF16 */
+        s_write_file(s_path("hf/model.safetensors"), nb, 8 + at + (flen - 8 - hl));
+        CHECK(fw_model_load_dir(dir, "cpu") == NULL);
+        CHECK(strstr(fw_err_detail(), "transformer.h.0.ln_1.weight: dtype I16") != NULL);
+    }
+    free(fb);
+    free(hdr);
+    free(nb);
+
+    /* a NaN or infinity in the data (a damaged file) is refused, naming the tensor */
+    for (int k = 0; k < 2; k++) {
+        float *x = bufs[4]; /* transformer.h.0.attn.c_attn.weight: F16, transposed on load */
+        float keep = x[7];
+        x[7] = k == 0 ? NAN : INFINITY;
+        REQUIRE(fw_st_write(s_path("hf/model.safetensors"), e, n, NULL) == 0);
+        CHECK(fw_model_load_dir(dir, "cpu") == NULL);
+        CHECKF(strstr(fw_err_detail(), "tensor transformer.h.0.attn.c_attn.weight: element 7") &&
+                   strstr(fw_err_detail(), k == 0 ? "NaN" : "infinite"),
+               "detail: %s", fw_err_detail());
+        x[7] = keep;
+    }
+
     /* an untied lm_head is refused */
     bufs[n - 1][5] += 1.0f;
     REQUIRE(fw_st_write(s_path("hf/model.safetensors"), e, n, NULL) == 0);
     fw_model *u = fw_model_load_dir(dir, "cpu");
     CHECK(u == NULL);
-    CHECK(strstr(fw_err_detail(), "lm_head.weight") != NULL);
+    CHECKF(strstr(fw_err_detail(), "lm_head.weight") != NULL, "detail: %s", fw_err_detail());
     /* a name given twice (with and without the prefix) is refused */
     bufs[n - 1][5] -= 1.0f;
     snprintf(names[n - 1], 64, "wte.weight");
@@ -413,8 +507,27 @@ static void test_bad_headers(void) {
     CHECK(s_open_fails("{\"a\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904,4],"
                        "\"data_offsets\":[0,8]}}", 0, 8, FW_ECORRUPT, "tensor a"));
     /* types and fields */
-    CHECK(s_open_fails("{\"w\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[0,8]}}", 0, 8,
-                       FW_EINVAL, "tensor w: dtype I64 not supported"));
+    CHECK(s_open_fails("{\"w\":{\"dtype\":\"Q4\",\"shape\":[1],\"data_offsets\":[0,8]}}", 0, 8,
+                       FW_EINVAL, "tensor w: dtype Q4 unknown"));
+    /* every dtype of the format opens and is size-checked ... */
+    CHECK(s_open_fails("{\"w\":{\"dtype\":\"I64\",\"shape\":[2],\"data_offsets\":[0,8]}}", 0, 8,
+                       FW_ECORRUPT, "tensor w: 2 elements of I64 need 16 bytes"));
+    s_write_raw(s_path("ints.safetensors"),
+                "{\"m\":{\"dtype\":\"BOOL\",\"shape\":[1,1,2,2],\"data_offsets\":[0,4]},"
+                "\"i\":{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[4,12]},"
+                "\"d\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[12,20]}}", 0,
+                "\1\0\1\1" "\0\0\0\0\0\0\0\0" "\0\0\0\0\0\0\x04\xc0", 20);
+    f = fw_st_open(s_path("ints.safetensors"));
+    REQUIRE(f);
+    const fw_st_tensor *tm = fw_st_find(f, "m"), *ti = fw_st_find(f, "i"), *td = fw_st_find(f, "d");
+    CHECK(tm && tm->dtype == FW_ST_BOOL && tm->numel == 4 && ti && ti->numel == 1 && td);
+    /* ... but only floats convert */
+    float fv[4];
+    CHECK(fw_st_read_f32(f, tm, fv) == FW_EUNSUPPORTED);
+    CHECK(strstr(fw_err_detail(), "tensor m: dtype BOOL cannot be read") != NULL);
+    CHECK(td && fw_st_read_f32(f, td, fv) == 0 && fv[0] == -2.5f);
+    CHECK_EQ_STR(fw_st_dtype_name(FW_ST_F8_E5M2), "F8_E5M2");
+    fw_st_close(&f);
     CHECK(s_open_fails("{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],"
                        "\"extra\":1}}", 0, 4, FW_ECORRUPT, "unknown field"));
     CHECK(s_open_fails("{\"w\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 0, 4, FW_ECORRUPT,
@@ -441,6 +554,61 @@ static void test_bad_headers(void) {
     CHECK(fw_st_open(s_path("short.safetensors")) == NULL);
     CHECK(strstr(fw_err_detail(), "shorter than") != NULL);
     CHECK(fw_st_open(s_path("missing.safetensors")) == NULL);
+}
+
+/* Random damage: 3000 copies of a good file, each with 1 to 4 bytes changed
+ * (mostly in the header, where the structure is) or cut short. Each must
+ * open cleanly or fail with a detail naming the file; whatever opens must
+ * read every tensor without touching memory outside the mapping (run under
+ * ASan in the sanitizer build). */
+static void test_random_damage(void) {
+    fw_model *m = s_model(5);
+    REQUIRE(m && fw_model_save_dir(m, s_path("rd"), NULL) == 0);
+    fw_model_destroy(&m);
+    size_t len;
+    char *full = s_read_file(s_path("rd/model.safetensors"), &len);
+    REQUIRE(full && len > 64);
+    uint64_t hl;
+    memcpy(&hl, full, 8);
+    char *buf = malloc(len);
+    float *tmp = malloc(len * sizeof *tmp); /* more than any tensor can hold */
+    char cut[1024];
+    snprintf(cut, sizeof cut, "%s", s_path("damaged.safetensors"));
+    uint64_t x = 1234;
+    int opened = 0, refused = 0, unnamed = 0;
+    for (int it = 0; it < 3000; it++) {
+        memcpy(buf, full, len);
+        size_t n = len;
+        int nmut = 1 + (int)(fw_test_rand(&x) % 4);
+        for (int k = 0; k < nmut; k++) {
+            uint64_t r = fw_test_rand(&x);
+            size_t at = r % 8 == 0 ? (size_t)(r >> 8) % len : (size_t)(r >> 8) % (8 + hl);
+            static const char pick[] = "0123456789,:[]{}\"-e. ";
+            buf[at] = r % 3 == 0 ? (char)(r >> 40) : pick[(r >> 40) % (sizeof pick - 1)];
+        }
+        if (fw_test_rand(&x) % 10 == 0) n = (size_t)(fw_test_rand(&x) % len);
+        s_write_file(cut, buf, n);
+        fw_st_file *f = fw_st_open(cut);
+        if (!f) {
+            refused++;
+            unnamed += strstr(fw_err_detail(), "damaged.safetensors") == NULL;
+            continue;
+        }
+        opened++;
+        for (size_t i = 0; i < fw_st_count(f); i++) {
+            const fw_st_tensor *t = fw_st_at(f, i);
+            CHECK(t->end <= len && t->numel <= len);
+            (void)fw_st_read_f32(f, t, tmp);
+        }
+        fw_st_close(&f);
+    }
+    fprintf(stderr, "  %d damaged files refused, %d opened (damage in data or whitespace)\n",
+            refused, opened);
+    CHECK(refused > 2000);
+    CHECK_EQ_INT(unnamed, 0);
+    free(buf);
+    free(tmp);
+    free(full);
 }
 
 /* A model directory whose config.json and weights disagree, or lack fields. */
@@ -521,6 +689,7 @@ int main(void) {
     RUN(test_hf_layout);
     RUN(test_truncated_everywhere);
     RUN(test_bad_headers);
+    RUN(test_random_damage);
     RUN(test_bad_model_dirs);
     fw_test_rmtree(g_dir);
     free(g_dir);

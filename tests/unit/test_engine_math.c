@@ -340,6 +340,37 @@ static void test_adamw_math(void) {
     CHECK_NEAR(m2[0], 0.05 * 0.36, 1e-7);
     free(mm);
     free(vv);
+
+    /* Weight decay on matrices only, tensor by tensor: with zero gradients
+     * (and zero moments) the update is the decay alone, so exactly the
+     * embeddings and the four linear weights shrink by (1 - lr * wd), and
+     * biases and LayerNorm parameters (stored [L, C], 2-D too) stay put. */
+    const int want_decay[FW_NUM_PARAM_TENSORS] = {[FW_P_WTE] = 1, [FW_P_WPE] = 1, [FW_P_QKVW] = 1,
+                                                  [FW_P_ATTPROJW] = 1, [FW_P_FCW] = 1,
+                                                  [FW_P_FCPROJW] = 1};
+    fw_model *d = fw_model_new(&cfg, "cpu");
+    REQUIRE(d && fw_model_init_random(d, 10) == 0);
+    s_scramble(d, 11); /* no zero biases: a wrongly decayed bias must show */
+    float *pd = fw_model_params(d, &np), *p0 = malloc(np * sizeof *p0);
+    memcpy(p0, pd, np * sizeof *p0);
+    REQUIRE(fw_model_zero_grad(d) == 0);
+    fw_adamw od = {.lr = 0.1f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.5f,
+                   .grad_clip = 1.0f};
+    REQUIRE(fw_model_step_adamw(d, &od, 1, &norm) == 0);
+    CHECK(norm == 0.0f);
+    for (int i = 0; i < FW_NUM_PARAM_TENSORS; i++) {
+        CHECKF(t[i].decay == want_decay[i], "tensor %s: decay flag %d", t[i].name, t[i].decay);
+        int bad = 0, moved = 0;
+        for (size_t j = t[i].offset; j < t[i].offset + t[i].numel; j++) {
+            float want = want_decay[i] ? p0[j] - 0.1f * 0.5f * p0[j] : p0[j];
+            bad += fabsf(pd[j] - want) > 1e-6f * fabsf(p0[j]) + 1e-12f;
+            moved += pd[j] != p0[j];
+        }
+        CHECKF(bad == 0, "tensor %s: %d elements off the decay rule", t[i].name, bad);
+        if (!want_decay[i]) CHECKF(moved == 0, "tensor %s decayed", t[i].name);
+    }
+    free(p0);
+    fw_model_destroy(&d);
     fw_model_destroy(&m);
 }
 
@@ -375,6 +406,44 @@ static void test_determinism(void) {
     CHECK(memcmp(fw_model_params(a, NULL), fw_model_params(b, NULL), np * sizeof(float)) != 0);
     fw_model_destroy(&a);
     fw_model_destroy(&b);
+}
+
+/* The floats do not depend on the thread count (engine.h, docs/engine.md
+ * "Determinism"): matmul tiles are fixed and every parallel loop splits
+ * outputs, never a sum. Big enough for 2 row tiles, several column strips and
+ * (batch, head) tasks, so 1 and 2 threads really split the work differently. */
+static void test_thread_count_independence(void) {
+    fw_model_config cfg = {.n_layer = 2, .n_head = 4, .n_embd = 96, .n_ctx = 64,
+                           .vocab_size = 900, .layer_norm_eps = 1e-5f};
+    enum { B = 4, T = 64, STEPS = 3 };
+    float *params[2] = {NULL, NULL}, losses[2][STEPS];
+    size_t np = 0;
+    int32_t *in = malloc(B * T * sizeof *in), *tg = malloc(B * T * sizeof *tg);
+    for (int run = 0; run < 2; run++) {
+        fw_engine_set_threads(run == 0 ? 1 : 2);
+        fw_model *m = fw_model_new(&cfg, "cpu");
+        REQUIRE(m && fw_model_init_random(m, 5) == 0);
+        fw_adamw opt = fw_adamw_defaults();
+        for (int s = 0; s < STEPS; s++) {
+            s_rand_ids(in, B * T, cfg.vocab_size, 40 + (uint64_t)s);
+            s_rand_ids(tg, B * T, cfg.vocab_size, 50 + (uint64_t)s);
+            REQUIRE(fw_model_zero_grad(m) == 0);
+            REQUIRE(fw_model_forward(m, in, tg, B, T, &losses[run][s]) == 0);
+            REQUIRE(fw_model_backward(m, 0.0f) == 0);
+            REQUIRE(fw_model_step_adamw(m, &opt, s + 1, NULL) == 0);
+        }
+        params[run] = malloc(fw_model_num_params(m) * sizeof(float));
+        np = fw_model_num_params(m);
+        REQUIRE(fw_model_read_params(m, params[run]) == 0);
+        fw_model_destroy(&m);
+    }
+    fw_engine_set_threads(2);
+    CHECK(memcmp(losses[0], losses[1], sizeof losses[0]) == 0);
+    CHECK(memcmp(params[0], params[1], np * sizeof(float)) == 0);
+    free(params[0]);
+    free(params[1]);
+    free(in);
+    free(tg);
 }
 
 static void test_lr_schedule(void) {
@@ -476,6 +545,7 @@ int main(void) {
     RUN(test_grad_accumulation);
     RUN(test_adamw_math);
     RUN(test_determinism);
+    RUN(test_thread_count_independence);
     RUN(test_lr_schedule);
     RUN(test_config_and_args);
     RUN(test_train_vs_inference_forward);
