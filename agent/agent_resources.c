@@ -279,8 +279,11 @@ int agent_resources_discover(agent_resources_t *r, unsigned cpus_override,
         r->memory_mb = memory_mb_override;
     } else {
         int rc = s_read_meminfo(&r->memory_mb, NULL);
-        if (rc < 0)
-            return fw_err_set(rc, "memory discovery: %s (set agent.memory_mb)", fw_err_detail());
+        if (rc < 0) {
+            char why[512]; /* fw_err_set formats into the buffer fw_err_detail() returns */
+            snprintf(why, sizeof why, "%s", fw_err_detail());
+            return fw_err_set(rc, "memory discovery: %s (set agent.memory_mb)", why);
+        }
     }
     struct statvfs vfs;
     if (work_dir && statvfs(work_dir, &vfs) == 0)

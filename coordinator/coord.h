@@ -60,6 +60,8 @@ typedef struct {
     fw_etcd_watch *watch;     /* P/election/ */
     zmq_pollitem_t watch_item;
     bool watch_polled;
+    zmq_pollitem_t elect_item; /* the election's own wait (fw_etcd_election_fd) */
+    bool elect_polled;
     zactor_t *keepalive;      /* keepalive thread */
     /* The leader as last seen (for REDIRECT). */
     char leader_name[65];

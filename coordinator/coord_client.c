@@ -473,19 +473,17 @@ static void s_cluster_status(coord_t *c, zframe_t *identity, const fw_msg_t *m) 
     fw_etcd_range_pages(c->etcd, key, 100, 0, s_page_coords, coords, NULL);
     json_object_set_new(o, "coordinators", coords);
     size_t conn = 0, drain = 0, alive = 0;
-    json_t *agents = json_array();
+    /* Counts only: AGENT_LIST gives the agents themselves. */
     for (size_t i = 0; i < c->st->nagents; i++) {
         coord_agent_t *a = c->st->agentv[i];
         if (!a->alive && !a->connected) continue;
         alive += a->alive;
         conn += a->connected && a->alive;
         drain += a->drain || a->self_draining;
-        json_array_append_new(agents, s_agent_view(c, a));
     }
     json_object_set_new(o, "agents", json_pack("{s:I,s:I,s:I}", "alive", (json_int_t)alive,
                                                "connected", (json_int_t)conn, "draining",
                                                (json_int_t)drain));
-    json_object_set_new(o, "agent_list", agents);
     json_object_set_new(o, "queue_depth", json_integer((json_int_t)c->st->nqueue));
     json_t *tc = json_object();
     for (int s = 0; s < TASK__COUNT; s++)

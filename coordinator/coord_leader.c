@@ -41,6 +41,13 @@
  * still the one it was elected with, i.e. while no other coordinator can
  * have been elected after it.
  *
+ * A STANDBY learns that the key ahead of it is gone from two sources, both
+ * polled by the loop: the watch on P/election/ (s_on_watch) and the
+ * election's own wait on that key (fw_etcd_election_fd, s_on_elect), which
+ * may report a moment after the prefix watch; the cron re-checks every
+ * TTL/3 as a safety net. A resigning leader is thus replaced in
+ * milliseconds, a dead one as soon as its lease expires.
+ *
  * The keepalive runs on its own thread (a blocking HTTP call must not stall
  * the loop, nor a stalled loop stop the renewals) every TTL/3; each answer
  * moves lease_deadline to (time the request was sent + TTL). The loop steps
@@ -68,6 +75,8 @@ const char *coord_role_name_of(coord_role_t r) {
 }
 
 bool coord_is_leader(const coord_t *c) { return c->L.role != COORD_STANDBY; }
+
+static void s_election_drop(coord_t *c, bool resign);
 
 /* ------------------------------------------------------------ keepalive thread */
 
@@ -123,7 +132,7 @@ static int s_keepalive_report(zloop_t *loop, zsock_t *sock, void *arg) {
                 coord_role_name_of(c->L.role));
         if (coord_is_leader(c)) coord_leader_step_down(c, "lease-lost");
         c->L.lease = 0; /* campaign again with a new one */
-        fw_etcd_election_destroy(&c->L.election);
+        s_election_drop(c, false);
         zsock_send(zactor_sock(c->L.keepalive), "s88", "LEASE", (int64_t)0, (int64_t)0);
     } else {
         fw_warn("event=keepalive-failed err=%s detail=\"%s\"", fw_errname(rc), fw_err_detail());
@@ -156,6 +165,45 @@ static void s_refresh_leader(coord_t *c) {
     c->L.leader_seen_mono = fw_mono_ms();
     json_decref(o);
     fw_etcd_kv_free(&kv);
+}
+
+/* ------------------------------------------------------------ election fd */
+
+/* A standby learns that the candidate ahead of it is gone from the
+ * election's own watch (fw_etcd_election_fd), which may report after our
+ * prefix watch: poll it too, or the takeover waits for the cron's safety
+ * net (TTL/3). campaign_wait may replace that watch, so every call is
+ * followed by s_elect_sync; the fd is unpolled before anything that closes
+ * it (resign, destroy). */
+static void s_check_election(coord_t *c);
+
+static void s_elect_unpoll(coord_t *c) {
+    if (c->L.elect_polled) zloop_poller_end(c->loop, &c->L.elect_item);
+    c->L.elect_polled = false;
+}
+
+static int s_on_elect(zloop_t *loop, zmq_pollitem_t *item, void *arg) {
+    coord_t *c = arg;
+    if (!coord_leader_check(c)) s_check_election(c);
+    coord_after_events(c);
+    (void)loop;
+    (void)item;
+    return 0;
+}
+
+static void s_elect_sync(coord_t *c) {
+    int fd = coord_is_leader(c) ? -1 : fw_etcd_election_fd(c->L.election);
+    if (c->L.elect_polled && c->L.elect_item.fd == fd) return;
+    s_elect_unpoll(c);
+    if (fd < 0) return;
+    c->L.elect_item = (zmq_pollitem_t){.fd = fd, .events = ZMQ_POLLIN};
+    if (zloop_poller(c->loop, &c->L.elect_item, s_on_elect, c) == 0) c->L.elect_polled = true;
+}
+
+static void s_election_drop(coord_t *c, bool resign) {
+    s_elect_unpoll(c);
+    if (c->L.election && resign) fw_etcd_resign(c->L.election);
+    fw_etcd_election_destroy(&c->L.election);
 }
 
 /* ------------------------------------------------------------ transitions */
@@ -195,10 +243,13 @@ static void s_check_election(coord_t *c) {
     if (!c->L.election || coord_is_leader(c)) return;
     int rc = fw_etcd_campaign_wait(c->L.election, 0);
     if (rc == 0) {
+        s_elect_unpoll(c);
         if (fw_mono_ms() < c->L.lease_deadline) s_become_leader(c);
     } else if (rc == FW_ELEASE) {
         fw_warn("event=election-key-gone key=%s", fw_etcd_election_key(c->L.election));
-        fw_etcd_election_destroy(&c->L.election);
+        s_election_drop(c, false);
+    } else {
+        s_elect_sync(c);
     }
     s_refresh_leader(c);
 }
@@ -299,10 +350,7 @@ void coord_leader_step_down(coord_t *c, const char *why) {
     c->nretained = 0;
     /* Give the election up: delete the key if it is still ours (it is not
      * when the lease expired). A fresh campaign goes to the back of the line. */
-    if (c->L.election) {
-        fw_etcd_resign(c->L.election);
-        fw_etcd_election_destroy(&c->L.election);
-    }
+    s_election_drop(c, true);
     c->L.epoch = 0;
     c->L.leader_name[0] = c->L.leader_client[0] = '\0';
     /* Let a standby win before campaigning again. */
@@ -318,7 +366,7 @@ bool coord_leader_check(coord_t *c) {
         /* The lease may be gone: start over with a fresh one. */
         zsock_send(zactor_sock(c->L.keepalive), "s88", "LEASE", (int64_t)0, (int64_t)0);
         c->L.lease = 0;
-        fw_etcd_election_destroy(&c->L.election);
+        s_election_drop(c, false);
     }
     return true;
 }
@@ -347,8 +395,7 @@ void coord_leader_cron(coord_t *c) {
 
 void coord_leader_resign(coord_t *c) {
     bool was = coord_is_leader(c);
-    if (c->L.election) fw_etcd_resign(c->L.election);
-    fw_etcd_election_destroy(&c->L.election);
+    s_election_drop(c, true);
     if (c->L.lease) fw_etcd_lease_revoke(c->etcd, c->L.lease);
     c->L.lease = 0;
     fw_info("event=resigned name=%s was_leader=%d epoch=%" PRId64, c->o.name, was, c->L.epoch);
@@ -362,5 +409,5 @@ void coord_leader_stop(coord_t *c) {
         zloop_reader_end(c->loop, zactor_sock(c->L.keepalive));
         zactor_destroy(&c->L.keepalive);
     }
-    fw_etcd_election_destroy(&c->L.election);
+    s_election_drop(c, false);
 }

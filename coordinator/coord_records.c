@@ -193,7 +193,9 @@ int coord_parse_job(coord_state_t *s, const char *key, const char *value, coord_
     free(spec_txt);
     if (rc < 0) {
         json_decref(o);
-        return fw_err_set(rc, "%s: %s", key, fw_err_detail());
+        char why[512]; /* fw_err_set formats into the buffer fw_err_detail() returns */
+        snprintf(why, sizeof why, "%s", fw_err_detail());
+        return fw_err_set(rc, "%s: %s", key, why);
     }
     bool live = !coord_job_terminal(st);
     coord_job_t *j = coord_job_add(s, (uint64_t)seq, &sp,

@@ -105,7 +105,7 @@ static const char *s_agent_host(const coord_agent_t *a) {
 static bool s_place_gang(coord_state_t *s, coord_sched_t *sc, coord_job_t *j, int64_t now_wall) {
     const coord_spec_t *sp = &j->spec;
     size_t n = s->nagents;
-    if (n == 0) return false;
+    if (n == 0 || j->count[TASK_PENDING] != j->ntasks || j->gang_waiting) return false;
     s_cand *c = malloc(n * sizeof *c);
     if (!c) return false;
     uint64_t total = 0;

@@ -545,6 +545,9 @@ int coord_task_assign(coord_state_t *s, coord_task_t *t, coord_agent_t *a, int64
     t->waiting = false;
     coord_task_set_state(s, t, TASK_ASSIGNED);
     s_job_follow(s, t->job, now_wall);
+    /* A placed gang leaves the queue (invariant 3): left there, the next
+     * pass would "place" it again, bumping its attempt and rendezvous. */
+    if (sp->gang) s_queue_sync(s, t->job);
     return 0;
 }
 

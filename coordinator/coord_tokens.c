@@ -11,6 +11,7 @@
 
 #include <ctype.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -184,7 +185,11 @@ fail:
 int coord_tokens_load(coord_tokens_t *t, const char *path) {
     char *text = NULL;
     int rc = fw_file_read(path, COORD_TOKENS_MAX_FILE, &text, NULL);
-    if (rc < 0) return fw_err_set(FW_ECONFIG, "coordinator.tokens_file: %s", fw_err_detail());
+    if (rc < 0) {
+        char why[512]; /* fw_err_set formats into the buffer fw_err_detail() returns */
+        snprintf(why, sizeof why, "%s", fw_err_detail());
+        return fw_err_set(FW_ECONFIG, "coordinator.tokens_file: %s", why);
+    }
     rc = coord_tokens_parse(t, text, path);
     free(text);
     return rc;

@@ -5,13 +5,14 @@
 # option tables. `fw_config_doc --update docs/configuration.md` after changing
 # a table; test_config fails until that is done.
 add_executable(fw_config_doc ${PROJECT_SOURCE_DIR}/common/tools/fw_config_doc.c)
-target_link_libraries(fw_config_doc PRIVATE fw_common)
+# The coordinator's and the agent's tables live in their libraries.
+target_link_libraries(fw_config_doc PRIVATE coord_core fw_agent fw_common)
 
 # test_config carries the generator's functions (without its main) to compare
 # the committed docs with freshly generated text.
 fw_add_test(NAME test_config
   SOURCES unit/test_config.c ${PROJECT_SOURCE_DIR}/common/tools/fw_config_doc.c
-  LABELS unit TIMEOUT 30)
+  LIBS coord_core fw_agent LABELS unit TIMEOUT 30)
 target_compile_definitions(test_config PRIVATE FW_CONFIG_DOC_NO_MAIN=1
   FW_CONFIG_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 

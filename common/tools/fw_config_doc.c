@@ -14,6 +14,8 @@
  *
  * This file lives in common/tools/ because every .c file directly in common/ is globbed into
  * fw_common and a main() there would end up in every program. */
+#include "agent_config.h"
+#include "coord_config.h"
 #include "fw_common_opts.h"
 #include "fw_config.h"
 #include "fw_err.h"
@@ -38,6 +40,15 @@ static const struct {
     {"Common options",
      "Every daemon and tool reads these (table `fw_common_opts` in common/fw_common_opts.c).",
      fw_common_opts},
+    {"Coordinator options",
+     "`flywheel-coordinator` reads these after the common options (table `coord_opts` in "
+     "coordinator/coord_config.c). Every period and timeout is here so that tests can shrink "
+     "them.",
+     coord_opts},
+    {"Agent options",
+     "`flywheel-agent` reads these after the common options (table `agent_opts` in "
+     "agent/agent_config.c).",
+     agent_opts},
 };
 
 int fw_config_doc_generate(FILE *out) {
