@@ -220,8 +220,12 @@ static int s_await(ctl_conn_t *c, uint64_t request_id, int64_t deadline, fw_msg_
             return fw_err_set(rc, "undecodable reply from %s: %s", c->connected,
                               fw_err_detail());
         }
-        if (fw_msg_request_id(m) != request_id) {
-            /* A late answer to an earlier request that timed out. */
+        uint64_t rid = fw_msg_request_id(m);
+        /* An ERROR with request id 0 answers a request whose payload the
+         * coordinator could not decode far enough to read the id; one request
+         * is outstanding on the socket at a time, so it is ours. Any other id
+         * is a late answer to an earlier request that timed out. */
+        if (rid != request_id && !(rid == 0 && fw_msg_id(m) == FW_MSG_ERROR)) {
             fw_msg_destroy(&m);
             continue;
         }

@@ -155,8 +155,12 @@ class Client:
                 continue
             frame = self._sock.recv()
             msg = wire.decode(frame)
-            if msg.request_id != request_id:
+            if msg.request_id != request_id and not (msg.name == "ERROR" and
+                                                     msg.request_id == 0):
                 continue  # a late answer to a request that timed out
+            # An ERROR with request id 0 answers a request whose payload the coordinator
+            # could not decode far enough to read its id; one request is outstanding on
+            # this socket at a time, so it is ours.
             return msg
 
     def call(self, name, **fields):

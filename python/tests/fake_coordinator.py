@@ -13,7 +13,9 @@ The real coordinator is exercised by tests/integration/cp_*.py.
 
 Behaviour switches: fake.redirect_to (answer everything with REDIRECT),
 fake.silent (answer nothing, like a stopped process), fake.unavailable_for
-(answer that many requests with ERROR FW_EUNAVAIL + retry_after_ms)."""
+(answer that many requests with ERROR FW_EUNAVAIL + retry_after_ms),
+fake.undecodable_for (answer that many requests as the coordinator answers a frame whose
+payload does not decode: ERROR FW_EPROTO with request_id 0, the id being unread)."""
 
 import json
 import threading
@@ -37,6 +39,7 @@ class FakeCoordinator(threading.Thread):
         self.redirect_to = None
         self.silent = False
         self.unavailable_for = 0
+        self.undecodable_for = 0
         self.jobs = {}    # id -> job doc
         self.tasks = {}   # job id -> [task doc]
         self.logs = {}    # task id -> {attempt: bytes}
@@ -106,6 +109,12 @@ class FakeCoordinator(threading.Thread):
             with self.lock:
                 self.requests.append((msg.name, dict(msg.fields)))
                 if self.silent:
+                    continue
+                if self.undecodable_for > 0:
+                    self.undecodable_for -= 1
+                    self._send(ident, wire.Message("ERROR", {
+                        "code": -8, "message": "bad frame: %s: missing required field 'x'"
+                        % msg.name}, request_id=0))
                     continue
                 replies = self._handle(msg)
             for r in replies:

@@ -123,3 +123,16 @@ def test_logs_follow_until_the_job_ends(fake):
                      "[%s.0] partial" % jid], lines
     # One task, no prefix; without follow it reads what is there and stops.
     assert list(job.logs(task=1)) == ["one-a"]
+
+
+def test_error_without_request_id_answers_the_pending_request(fake):
+    # The coordinator cannot echo the id of a request whose payload it could not decode;
+    # its ERROR (request_id 0) is the answer, not a stray to wait past.
+    c = Client(fake.endpoint, token="admin-token", timeout=5)
+    fake.undecodable_for = 1
+    t0 = time.monotonic()
+    with pytest.raises(FlywheelError) as ei:
+        c.cluster_status()
+    assert time.monotonic() - t0 < 2
+    assert ei.value.name == "FW_EPROTO" and "missing required field" in ei.value.message
+    assert c.cluster_status()["leader"]["name"] == "fake-1"

@@ -254,3 +254,12 @@ def test_job_logs_and_follow(fake):
     assert all(x["task"] == jid + ".0" for x in pieces)
     p = run(fake, "job", "logs", "j-424242")
     assert p.returncode == 1 and "not found" in p.stderr
+
+
+def test_error_without_request_id_is_reported_not_waited_past(fake):
+    fake.undecodable_for = 1
+    t0 = time.monotonic()
+    p = run(fake, "--timeout", "5s", "cluster", "status")
+    assert p.returncode == 1 and "FW_EPROTO" in p.stderr, p.stderr
+    assert "missing required field" in p.stderr
+    assert time.monotonic() - t0 < 3

@@ -16,10 +16,13 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 
 ROOT = os.environ.get("FW_SOURCE_DIR") or os.path.abspath(
     os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -31,9 +34,25 @@ sys.path.insert(0, os.path.join(ROOT, "python", "tests"))
 
 # Short periods so failures are detected in seconds (brief: election.ttl 2s,
 # agent.lease_ttl 3s, heartbeat 500ms).
-FAST_COORD = {"election.ttl": "2s"}
+# The coordinator's side follows suit: heartbeat asked of agents, how long a new
+# leader waits for agents holding tasks (matches the agent lease), retry backoff.
+FAST_COORD = {"election.ttl": "2s", "coordinator.agent_heartbeat": "500ms",
+              "coordinator.reconcile_window": "3s", "coordinator.retry_backoff": "200ms",
+              "coordinator.retry_backoff_max": "2s", "coordinator.kill_grace": "1s"}
 FAST_AGENT = {"agent.lease_ttl": "3s", "agent.heartbeat_interval": "500ms",
-              "agent.kill_grace": "1s"}
+              "agent.kill_grace": "1s", "agent.gpu_discovery": "false"}
+MAGIC = 0x46574C59
+
+
+def _die_with_parent():
+    """preexec_fn: SIGKILL this child when the test process dies (Linux
+    PR_SET_PDEATHSIG), so a killed test cannot leave `scripts/cluster up` starting
+    daemons after the watchdog has stopped the cluster."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
 
 
 def ctl(*args, env=None, timeout=60, check=False, input=None):
@@ -79,19 +98,45 @@ class Cluster:
         self.keep = keep or os.environ.get("FW_KEEP_CLUSTER") == "1"
         self.env = {}
         self._client = None
+        self._watchdog = None
 
     # -------------------------------------------------------- lifecycle
 
     def _script(self, *args, timeout=120, check=True):
         env = dict(os.environ, FW_BUILD_DIR=BUILD)
         p = subprocess.run([sys.executable, CLUSTER] + list(args) + ["--dir", self.dir],
-                           capture_output=True, text=True, env=env, timeout=timeout)
+                           capture_output=True, text=True, env=env, timeout=timeout,
+                           preexec_fn=_die_with_parent)
         if check and p.returncode != 0:
             raise AssertionError("scripts/cluster %s failed (rc=%d):\n%s\n%s" % (
                 " ".join(args), p.returncode, p.stdout, p.stderr))
         return p
 
+    def _start_watchdog(self):
+        """A detached process that runs `scripts/cluster down` (and removes the
+        directory) if this test process dies without tearing down, e.g. killed by
+        ctest's TIMEOUT: the daemons run in their own sessions and would outlive it."""
+        code = ("import os, shutil, subprocess, sys, time\n"
+                "pid, cluster, d, tmp, keep = int(sys.argv[1]), sys.argv[2], sys.argv[3], "
+                "sys.argv[4], sys.argv[5] == '1'\n"
+                "while True:\n"
+                "    try:\n"
+                "        os.kill(pid, 0)\n"
+                "    except OSError:\n"
+                "        break\n"
+                "    time.sleep(1)\n"
+                "subprocess.run([sys.executable, cluster, 'down', '--dir', d, '--grace', '2'],\n"
+                "               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+                "if not keep:\n"
+                "    shutil.rmtree(tmp, ignore_errors=True)\n")
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-c", code, str(os.getpid()), CLUSTER, self.dir, self.tmp,
+             "1" if self.keep else "0"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True)
+
     def up(self):
+        if self._watchdog is None:
+            self._start_watchdog()
         args = ["up", "--coordinators", str(self.coordinators), "--agents", str(self.agents),
                 "--timeout", str(self.timeout)]
         for k, v in self.coord_opts.items():
@@ -116,6 +161,10 @@ class Cluster:
         finally:
             if not self.keep:
                 shutil.rmtree(self.tmp, ignore_errors=True)
+            if self._watchdog is not None:
+                self._watchdog.kill()  # our own child, by its pid
+                self._watchdog.wait()
+                self._watchdog = None
 
     def __enter__(self):
         try:
@@ -207,12 +256,18 @@ class Cluster:
     def status(self):
         return self.client().cluster_status()
 
-    def leader(self):
-        """The leader's name (as its pid file is named), or None."""
+    def leader(self, timeout=0.5):
+        """The leader's name (as its pid file is named), or None. Asks with a short
+        per-endpoint timeout so a dead or stopped coordinator first in the list does
+        not stretch a failover measurement by the client's default 5 s."""
+        from flywheel import Client
+        c = Client(self.endpoints, token_file=self.token_file, timeout=timeout)
         try:
-            st = self.status()
+            st = c.cluster_status()
         except Exception:
             return None
+        finally:
+            c.close()
         lead = st.get("leader")
         if isinstance(lead, dict):
             lead = lead.get("name")
@@ -241,3 +296,117 @@ class Cluster:
             return doc if doc.get("state") in states else None
         return wait_for(pred, timeout, "job %s to reach %s" % (jid, "/".join(states)),
                         interval=0.3)
+
+    def wait_agents(self, n, timeout=30):
+        """Wait until the leader lists n live, connected agents; returns them."""
+        def pred():
+            agents = [a for a in self.client().agents()
+                      if a.get("alive", True) and a.get("connected", True)]
+            return agents if len(agents) >= n else None
+        return wait_for(pred, timeout, "%d live agents" % n)
+
+    # ------------------------------------------------------- addresses
+
+    def state(self):
+        """scripts/cluster's D/cluster.json: ports of etcd and each coordinator."""
+        with open(os.path.join(self.dir, "cluster.json")) as f:
+            return json.load(f)
+
+    def coord(self, name):
+        """{"name", "client", "agent", "http"} ports of one coordinator."""
+        for c in self.state()["coords"]:
+            if c["name"] == name:
+                return c
+        raise KeyError(name)
+
+    def client_endpoint(self, name):
+        return "tcp://127.0.0.1:%d" % self.coord(name)["client"]
+
+    def agent_endpoint(self, name):
+        return "tcp://127.0.0.1:%d" % self.coord(name)["agent"]
+
+    def http(self, name, path, timeout=5):
+        """GET http://<coordinator name's http port><path>: (status, body text)."""
+        url = "http://127.0.0.1:%d%s" % (self.coord(name)["http"], path)
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r:
+                return r.status, r.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode("utf-8", "replace")
+
+    def agent_dir(self, name):
+        return os.path.join(self.dir, "agents", name)
+
+    def coord_names(self):
+        return ["coord-%d" % i for i in range(1, self.coordinators + 1)]
+
+    def agent_names(self):
+        return ["agent-%d" % i for i in range(1, self.agents + 1)]
+
+
+def raw_frame(msg_id, payload, epoch=0, request_id=1, sender="cp-test", version=1, flags=0,
+              magic=MAGIC):
+    """One wire frame built by hand (docs/protocol.md envelope), for messages the
+    Python client does not know (agent messages) and for deliberately wrong ones."""
+    import msgpack
+    head = struct.pack(">BBIBBBHBHBQBQ", 0x98, 0xCE, magic, 0xCC, version, 0xCD, msg_id, 0xCD,
+                       flags, 0xCF, request_id, 0xCF, epoch)
+    return head + msgpack.packb(sender, use_bin_type=True) + \
+        msgpack.packb(payload, use_bin_type=True)
+
+
+def cluster_fixture(request, **kw):
+    """A started Cluster that is always torn down (pytest finalizer), for fixtures."""
+    cl = Cluster(**kw)
+    request.addfinalizer(cl.down)
+    try:
+        cl.up()
+    except BaseException:
+        cl.dump_logs()
+        raise
+    return cl
+
+
+def shard_command(marker_dir, sleep=0.0):
+    """A command job's argv that appends "<task> <attempt>" to marker_dir/<shard index>
+    when it finishes, so a test can tell which attempts ran to the end."""
+    body = ""
+    if sleep:
+        body += "sleep %s; " % sleep
+    body += ('echo "$FLYWHEEL_TASK_ID $FLYWHEEL_ATTEMPT" >> %s/$FLYWHEEL_SHARD_INDEX; '
+             'echo "shard $FLYWHEEL_SHARD_INDEX of $FLYWHEEL_SHARD_COUNT attempt $FLYWHEEL_ATTEMPT"'
+             % marker_dir)
+    return ["sh", "-c", body]
+
+
+def check_exactly_one_accepted(tasks, marker_dir, nshards):
+    """Every shard SUCCEEDED once, and the accepted attempt is one that ran to the
+    end (its line is in the shard's marker file). Returns {attempt count: shards}."""
+    assert len(tasks) == nshards, "%d tasks, want %d" % (len(tasks), nshards)
+    seen = set()
+    attempts = {}
+    for t in tasks:
+        idx = int(t["index"])
+        assert idx not in seen, "task index %d listed twice" % idx
+        seen.add(idx)
+        assert t["state"] == "SUCCEEDED", t
+        att = int(t["attempt"])
+        assert att >= 1, t
+        try:
+            with open(os.path.join(marker_dir, str(idx))) as f:
+                lines = [l.split() for l in f.read().splitlines() if l.strip()]
+        except OSError:
+            raise AssertionError("shard %d: no marker file, yet the task SUCCEEDED: %r"
+                                 % (idx, t))
+        tid = t.get("id") or "%s.%d" % (t["job"], idx)
+        runs = [int(a) for (task, a) in lines if task == tid]
+        assert att in runs, "shard %d: accepted attempt %d never finished (markers %r)" % (
+            idx, att, lines)
+        # A shard may have run more than once only through a retry: every extra
+        # finished run has a lower attempt number than the accepted one.
+        assert all(a <= att for a in runs), (idx, att, runs)
+        # Nothing runs one attempt twice (a failover keeps running tasks, never reruns them).
+        assert len(set(runs)) == len(runs), "shard %d: an attempt ran twice: %r" % (idx, runs)
+        attempts[att] = attempts.get(att, 0) + 1
+    assert seen == set(range(nshards))
+    return attempts

@@ -1,0 +1,79 @@
+# Control plane (coordinator + agents + flywheelctl + the Python client): tests that drive
+# the real binaries. Each is a pytest module under tests/integration/cp_*.py (or the client's
+# own python/tests); every module starts its own local cluster (scripts/cluster) in a fresh
+# temporary directory, with short periods (election.ttl 2s, agent.lease_ttl 3s, heartbeat
+# 500ms, see cp_harness.py), and always stops it by pid, pass or fail (a watchdog process
+# stops it too if ctest kills the test at its TIMEOUT). The whole set takes about a minute
+# with ctest -j2; TIMEOUTs are about 5x the measured times.
+#
+# They need a python3 that has pyzmq, msgpack and pytest (Debian: python3-zmq,
+# python3-msgpack, python3-pytest). A python3 first in PATH (pyenv, a venv) often lacks them,
+# so the first candidate that imports them is used; FW_CP_PYTHON overrides the choice.
+set(FW_CP_PYTHON "" CACHE FILEPATH "python3 with pyzmq, msgpack and pytest (control-plane tests)")
+if(NOT FW_CP_PYTHON)
+  find_program(FW_CP_PYTHON_ON_PATH python3)
+  foreach(cand /usr/bin/python3 ${FW_CP_PYTHON_ON_PATH} /usr/local/bin/python3)
+    if(EXISTS "${cand}")
+      execute_process(COMMAND "${cand}" -c "import zmq, msgpack, pytest"
+        RESULT_VARIABLE fw_cp_rc OUTPUT_QUIET ERROR_QUIET)
+      if(fw_cp_rc EQUAL 0)
+        set(FW_CP_PYTHON "${cand}" CACHE FILEPATH
+          "python3 with pyzmq, msgpack and pytest (control-plane tests)" FORCE)
+        break()
+      endif()
+    endif()
+  endforeach()
+endif()
+if(NOT FW_CP_PYTHON)
+  message(WARNING "no python3 with pyzmq, msgpack and pytest: the cp_* tests will fail "
+    "(install python3-zmq python3-msgpack python3-pytest, or set FW_CP_PYTHON)")
+  set(FW_CP_PYTHON python3)
+endif()
+
+# fw_add_pytest(NAME n FILE path LABELS l.. TIMEOUT s) - one pytest module (or folder) as a
+# ctest entry, with the same environment fw_add_test gives C tests, so the module runs the
+# binaries of the build directory ctest runs in (FW_BINARY_DIR).
+function(fw_add_pytest)
+  cmake_parse_arguments(T "" "NAME;FILE;TIMEOUT" "LABELS" ${ARGN})
+  add_test(NAME ${T_NAME}
+    COMMAND ${FW_CP_PYTHON} -m pytest -q -p no:cacheprovider -rfE ${T_FILE}
+    WORKING_DIRECTORY ${PROJECT_BINARY_DIR})
+  set_tests_properties(${T_NAME} PROPERTIES LABELS "${T_LABELS}" TIMEOUT ${T_TIMEOUT}
+    ENVIRONMENT "FW_SOURCE_DIR=${PROJECT_SOURCE_DIR};FW_BINARY_DIR=${PROJECT_BINARY_DIR};FW_SHARED_DIR=${PROJECT_SOURCE_DIR}/../shared;PYTHONPATH=${PROJECT_SOURCE_DIR}/python:${PROJECT_SOURCE_DIR}/python/tests:${PROJECT_SOURCE_DIR}/tests/integration;PYTHONDONTWRITEBYTECODE=1")
+endfunction()
+
+set(CP ${CMAKE_CURRENT_SOURCE_DIR}/integration)
+
+# The Python client alone: wire format against fw_messages.def, client behaviour against an
+# in-process fake coordinator (redirects, timeouts, paging, errors). No daemons.
+fw_add_pytest(NAME cp_python_unit FILE ${PROJECT_SOURCE_DIR}/python/tests LABELS unit
+  TIMEOUT 60)
+
+# flywheelctl without a cluster: --help everywhere, usage errors, spec files, fake coordinator.
+fw_add_pytest(NAME cp_ctl_offline FILE ${CP}/cp_ctl_offline.py LABELS integration TIMEOUT 90)
+
+# A live cluster (2 coordinators, 2 agents): scripts/cluster up/status/down, every flywheelctl
+# command with -o json, job lifecycle, drain, auth (bad token, user command job), HTTP
+# /healthz /readyz /metrics (promtool) on leader and standby.
+fw_add_pytest(NAME cp_cluster_ctl FILE ${CP}/cp_cluster_ctl.py LABELS integration TIMEOUT 150)
+
+# The Python client and the example notebook (jupyter nbconvert --execute) on a live cluster.
+fw_add_pytest(NAME cp_python_live FILE ${CP}/cp_python_live.py LABELS integration TIMEOUT 150)
+
+# Gang scheduling: 3 ranks on 2 free slots wait, then start when a third frees up.
+fw_add_pytest(NAME cp_gang FILE ${CP}/cp_gang.py LABELS integration TIMEOUT 120)
+
+# Garbage to both ZeroMQ endpoints: random bytes, truncated, oversized, wrong fields.
+fw_add_pytest(NAME cp_fault_frames FILE ${CP}/cp_fault_frames.py LABELS fault TIMEOUT 120)
+
+# 300-shard command job on 2 coordinators + 3 agents; SIGKILL the leader mid-job.
+fw_add_pytest(NAME cp_fault_leader_kill FILE ${CP}/cp_fault_leader_kill.py LABELS fault
+  TIMEOUT 180)
+
+# SIGKILL an agent mid-job; restart etcd mid-job.
+fw_add_pytest(NAME cp_fault_agent_etcd FILE ${CP}/cp_fault_agent_etcd.py LABELS fault
+  TIMEOUT 240)
+
+# SIGSTOP the leader past its TTL, SIGCONT it: it steps down; agents keep the new epoch.
+fw_add_pytest(NAME cp_fault_stale_leader FILE ${CP}/cp_fault_stale_leader.py LABELS fault
+  TIMEOUT 150)
