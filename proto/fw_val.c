@@ -12,6 +12,8 @@
 
 #include "fw_err.h"
 
+#include "fw_utf8.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,51 +21,8 @@
 /* ------------------------------------------------------------ UTF-8 */
 
 bool fwp_utf8_ok(const uint8_t *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        /* ASCII runs are the common case (ids, JSON): test 8 bytes at a time. */
-        if (i + 8 <= n) {
-            uint64_t w;
-            memcpy(&w, s + i, 8);
-            /* No high bit set and no zero byte in the word. */
-            if (!(w & 0x8080808080808080ull) &&
-                !((w - 0x0101010101010101ull) & ~w & 0x8080808080808080ull)) {
-                i += 8;
-                continue;
-            }
-        }
-        uint8_t c = s[i];
-        if (c == 0) return false;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t need;
-        uint32_t cp;
-        if (c >= 0xc2 && c <= 0xdf) {
-            need = 1;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            need = 2;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            need = 3;
-            cp = c & 0x07;
-        } else {
-            return false; /* continuation byte, overlong lead (c0, c1) or > U+10FFFF lead */
-        }
-        if (n - i - 1 < need) return false;
-        for (size_t k = 1; k <= need; k++) {
-            uint8_t cc = s[i + k];
-            if ((cc & 0xc0) != 0x80) return false;
-            cp = (cp << 6) | (cc & 0x3f);
-        }
-        if ((need == 2 && cp < 0x800) || (need == 3 && cp < 0x10000)) return false; /* overlong */
-        if (cp >= 0xd800 && cp <= 0xdfff) return false;                             /* surrogate */
-        if (cp > 0x10ffff) return false;
-        i += need + 1;
-    }
-    return true;
+    /* Well-formed, and no NUL: strings reach C code as NUL-terminated. */
+    return fw_utf8_valid_prefix(s, n) == n && memchr(s, 0, n) == NULL;
 }
 
 /* ------------------------------------------------------------ basics */

@@ -128,8 +128,6 @@ void fw_cli_jsonl_close(fw_cli_jsonl *r);
 int fw_cli_json_str(fw_cli_jsonl *r, json_t *obj, const char *key, int required,
                     const char **s, size_t *len);
 
-/* Length of the valid UTF-8 prefix of s (== len when all of it is valid). */
-size_t fw_cli_utf8_valid_prefix(const unsigned char *s, size_t len);
 /* Number of code points in valid UTF-8 text (len bytes). */
 size_t fw_cli_utf8_chars(const char *s, size_t len);
 

@@ -19,6 +19,7 @@
 #include "cli.h"
 
 #include "fw_err.h"
+#include "fw_utf8.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -341,37 +342,6 @@ void fw_cli_print_markdown(FILE *f, const fw_cli_verb *const *verbs, size_t n) {
 
 /* ---- UTF-8 ----------------------------------------------------------- */
 
-size_t fw_cli_utf8_valid_prefix(const unsigned char *s, size_t len) {
-    size_t i = 0;
-    while (i < len) {
-        unsigned c = s[i];
-        size_t k;
-        unsigned lo = 0x80, hi = 0xBF;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if (c >= 0xC2 && c <= 0xDF) {
-            k = 1;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            k = 2;
-            if (c == 0xE0) lo = 0xA0;
-            if (c == 0xED) hi = 0x9F; /* no surrogates */
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            k = 3;
-            if (c == 0xF0) lo = 0x90;
-            if (c == 0xF4) hi = 0x8F; /* nothing above U+10FFFF */
-        } else {
-            return i;
-        }
-        if (i + k >= len) return i;
-        if (s[i + 1] < lo || s[i + 1] > hi) return i;
-        for (size_t j = 2; j <= k; j++)
-            if ((s[i + j] & 0xC0) != 0x80) return i;
-        i += k + 1;
-    }
-    return len;
-}
-
 size_t fw_cli_utf8_chars(const char *s, size_t len) {
     size_t n = 0;
     for (size_t i = 0; i < len; i++)
@@ -427,7 +397,7 @@ int fw_cli_jsonl_next(fw_cli_jsonl *r, json_t **obj) {
         size_t k = start;
         while (k < len && isspace(p[k])) k++;
         if (k == len) continue; /* blank line: skipped, still counted */
-        size_t ok = fw_cli_utf8_valid_prefix(p + start, len - start);
+        size_t ok = fw_utf8_valid_prefix(p + start, len - start);
         if (ok != len - start) {
             fw_cli_fail("%s line %zu: invalid UTF-8 at byte %zu", r->path, r->lineno,
                         ok + start + 1);

@@ -33,6 +33,7 @@
 #include "cli.h"
 
 #include "fw_err.h"
+#include "fw_utf8.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -104,7 +105,7 @@ static int s_drain(s_buf *pending, s_buf *text, int final) {
     const unsigned char *p = (const unsigned char *)pending->p;
     size_t i = 0;
     while (i < pending->n) {
-        size_t ok = fw_cli_utf8_valid_prefix(p + i, pending->n - i);
+        size_t ok = fw_utf8_valid_prefix(p + i, pending->n - i);
         if (ok && s_buf_add(text, p + i, ok) != 0) return -1;
         i += ok;
         if (i == pending->n) break;
@@ -317,9 +318,9 @@ static int s_gen_run(const fw_cli_args *a) {
     if (has1) {
         const char *p = fw_cli_str(a, "prompt");
         size_t len = strlen(p);
-        if (fw_cli_utf8_valid_prefix((const unsigned char *)p, len) != len) {
+        if (fw_utf8_valid_prefix((const unsigned char *)p, len) != len) {
             fw_cli_fail("--prompt: invalid UTF-8 at byte %zu",
-                        fw_cli_utf8_valid_prefix((const unsigned char *)p, len) + 1);
+                        fw_utf8_valid_prefix((const unsigned char *)p, len) + 1);
             goto done;
         }
         if (s_generate_one(&g, p, len, 0, "--prompt") != 0) goto done;

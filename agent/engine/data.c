@@ -53,6 +53,7 @@
 #include "data.h"
 
 #include "fw_err.h"
+#include "fw_utf8.h"
 #include "fw_fault.h"
 #include "fw_file.h"
 #include "fw_log.h"
@@ -252,39 +253,6 @@ static int s_encode_push(s_toks *t, const fw_tokenizer *tok, const char *s, size
     return rc;
 }
 
-/* Length of the valid UTF-8 prefix of s (== len when all of it is valid):
- * shortest forms only, no surrogates, nothing above U+10FFFF. */
-static size_t s_utf8_valid_prefix(const unsigned char *s, size_t len) {
-    size_t i = 0;
-    while (i < len) {
-        unsigned c = s[i];
-        size_t k;
-        unsigned lo = 0x80, hi = 0xBF;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if (c >= 0xC2 && c <= 0xDF) {
-            k = 1;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            k = 2;
-            if (c == 0xE0) lo = 0xA0;
-            if (c == 0xED) hi = 0x9F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            k = 3;
-            if (c == 0xF0) lo = 0x90;
-            if (c == 0xF4) hi = 0x8F;
-        } else {
-            return i;
-        }
-        if (i + k >= len) return i; /* truncated sequence */
-        if (s[i + 1] < lo || s[i + 1] > hi) return i;
-        for (size_t j = 2; j <= k; j++)
-            if ((s[i + j] & 0xC0) != 0x80) return i;
-        i += k + 1;
-    }
-    return len;
-}
-
 static int s_role_ok(const char *r, size_t len) {
     if (len == 0 || len > FW_DATA_ROLE_MAX) return 0;
     for (size_t i = 0; i < len; i++) {
@@ -344,7 +312,7 @@ int fw_data_tokenize_record(const char *json, size_t len, const fw_tokenizer *to
         return fw_err_set(FW_EINVAL, "tokenize_record: NULL argument");
     int eot = fw_tokenizer_eot(tok);
     if (eot < 0) return fw_err_set(FW_EINVAL, "tokenizer has no <|endoftext|> token");
-    size_t ok = s_utf8_valid_prefix((const unsigned char *)json, len);
+    size_t ok = fw_utf8_valid_prefix((const unsigned char *)json, len);
     if (ok != len) return fw_err_set(FW_EINVAL, "invalid UTF-8 at byte %zu", ok + 1);
 
     json_error_t jerr;

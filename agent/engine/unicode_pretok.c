@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "fw_err.h"
+#include "fw_utf8.h"
 #include "unicode_class.h"
 
 #define L_ FW_UC_LETTER
@@ -72,44 +73,27 @@ static int s_bad(size_t off, size_t *bad, const char *why, unsigned byte) {
 
 int fw_utf8_validate(const char *text, size_t len, size_t *bad) {
     const uint8_t *s = (const uint8_t *)text;
-    size_t i = 0;
-    while (i < len) {
-        /* Most text is ASCII: skip eight bytes at a time while no high bit is set. */
-        while (i + 8 <= len) {
-            uint64_t w;
-            memcpy(&w, s + i, 8);
-            if (w & 0x8080808080808080ull) break;
-            i += 8;
-        }
-        if (i >= len) break;
-        uint8_t c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        int n = s_seq_len(c);
-        if (n == 0) {
-            if (c < 0xC0) return s_bad(i, bad, "stray continuation byte", c);
-            if (c < 0xC2) return s_bad(i, bad, "overlong encoding", c);
-            if (c < 0xF8) return s_bad(i, bad, "code point above U+10FFFF", c);
-            return s_bad(i, bad, "byte never valid in UTF-8", c);
-        }
-        if (i + (size_t)n > len) return s_bad(i, bad, "truncated sequence at end of input", c);
-        for (int k = 1; k < n; k++)
-            if ((s[i + k] & 0xC0) != 0x80)
-                return s_bad(i, bad, "truncated sequence (next byte is not a continuation)",
-                             s[i + k]);
-        uint8_t c1 = s[i + 1];
-        /* The second byte's range is what rules out the remaining overlong
-         * forms, the surrogates and code points past U+10FFFF (the Unicode
-         * Standard, table 3-7, "well-formed UTF-8 byte sequences"). */
-        if (c == 0xE0 && c1 < 0xA0) return s_bad(i, bad, "overlong encoding", c);
-        if (c == 0xED && c1 >= 0xA0) return s_bad(i, bad, "surrogate code point", c);
-        if (c == 0xF0 && c1 < 0x90) return s_bad(i, bad, "overlong encoding", c);
-        if (c == 0xF4 && c1 >= 0x90) return s_bad(i, bad, "code point above U+10FFFF", c);
-        i += (size_t)n;
+    size_t i = fw_utf8_valid_prefix(s, len);
+    if (i == len) return 0;
+    /* Say why the sequence at i is bad. */
+    uint8_t c = s[i];
+    int n = s_seq_len(c);
+    if (n == 0) {
+        if (c < 0xC0) return s_bad(i, bad, "stray continuation byte", c);
+        if (c < 0xC2) return s_bad(i, bad, "overlong encoding", c);
+        if (c < 0xF8) return s_bad(i, bad, "code point above U+10FFFF", c);
+        return s_bad(i, bad, "byte never valid in UTF-8", c);
     }
-    return 0;
+    if (i + (size_t)n > len) return s_bad(i, bad, "truncated sequence at end of input", c);
+    for (int k = 1; k < n; k++)
+        if ((s[i + k] & 0xC0) != 0x80)
+            return s_bad(i, bad, "truncated sequence (next byte is not a continuation)",
+                         s[i + k]);
+    uint8_t c1 = s[i + 1];
+    if (c == 0xE0 && c1 < 0xA0) return s_bad(i, bad, "overlong encoding", c);
+    if (c == 0xED && c1 >= 0xA0) return s_bad(i, bad, "surrogate code point", c);
+    if (c == 0xF0 && c1 < 0x90) return s_bad(i, bad, "overlong encoding", c);
+    return s_bad(i, bad, "code point above U+10FFFF", c); /* F4 9x..Bx */
 }
 
 /* ------------------------------------------------------- pre-tokenising */

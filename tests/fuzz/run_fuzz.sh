@@ -25,7 +25,7 @@ done
 "$cc" -g -O1 -std=gnu11 -D_GNU_SOURCE -Wall \
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
   -I"$src/proto" -I"$src/common" \
-  "${sources[@]}" "$src/common/fw_err.c" "$src/tests/fuzz/fuzz_proto.c" \
+  "${sources[@]}" "$src/common/fw_err.c" "$src/common/fw_utf8.c" "$src/tests/fuzz/fuzz_proto.c" \
   $(pkg-config --cflags --libs msgpack liblz4) -o "$out/fuzz_proto"
 
 corpus=$out/corpus
