@@ -72,11 +72,20 @@ fw_nccl *fw_nccl_new(fw_coll *boot, int rank, int world) {
     if (cudaCheck(cudaGetDevice(&dev)) < 0) return NULL;
     ncclUniqueId id;
     memset(&id, 0, sizeof id);
-    if (rank == 0 && ncclCheck(ncclGetUniqueId(&id)) < 0) return NULL;
+    int id_rc = rank == 0 ? ncclCheck(ncclGetUniqueId(&id)) : 0;
+    char id_err[400] = "";
+    if (id_rc < 0) {
+        snprintf(id_err, sizeof id_err, "%s", fw_err_detail());
+        memset(&id, 0, sizeof id); /* whatever a failed call left there */
+    }
     /* On failure rank 0 still has to broadcast (the others wait for it), so
      * the id goes out whatever happened; a zero id makes the others fail in
      * ncclCommInitRank instead of hanging. */
     if (fw_coll_broadcast(boot, &id, sizeof id, 0) < 0) return NULL;
+    if (id_rc < 0) {
+        fw_err_set(id_rc, "nccl: rank 0: %s", id_err);
+        return NULL;
+    }
     fw_nccl *n = calloc(1, sizeof *n);
     if (!n) {
         fw_err_set(FW_ENOMEM, "nccl: out of memory");

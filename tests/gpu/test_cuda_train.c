@@ -4,10 +4,15 @@
  *    (FP32) against CUDA in BF16 and in FP32 mode. The data is a fixed
  *    97-token sequence repeated, so the loss falls far (from ln V) and the
  *    curves have shape to compare. Tolerances, per step:
- *      BF16: |loss_cuda - loss_cpu| <= 0.02 * loss_cpu + 0.01
- *      FP32: |loss_cuda - loss_cpu| <= 1e-3 * loss_cpu
- *    (errors compound over steps: FP32 drifts from 1e-6 to ~1e-4 in 100 steps,
- *    BF16 by about a percent), and both runs must cut the loss by half.
+ *      BF16: |loss_cuda - loss_cpu| <= 0.03 * loss_cpu + 0.02
+ *      FP32: |loss_cuda - loss_cpu| <= 1e-3 * loss_cpu + 1e-3
+ *    (errors compound over steps: FP32 is expected to drift from 1e-6 to
+ *    ~1e-4 in 100 steps, BF16 by a percent or two; the absolute terms keep
+ *    a purely relative bound from tightening without limit as the loss of
+ *    this memorisable sequence heads for 0 - AdamW's sign-like first steps
+ *    turn rounding differences into whole lr-sized moves of near-zero-
+ *    gradient weights), and both runs must cut the loss by half. These
+ *    bounds were set before the test first ran on a GPU.
  * 2. Resume: 20 steps uninterrupted vs 10 steps, checkpoint (file), a fresh
  *    CUDA model loaded from it, 10 more steps: parameters bitwise equal
  *    (the CUDA backend has no atomics and caches its GEMM algorithms, so
@@ -96,10 +101,10 @@ static void s_curves(const char *prec, double rel, double abs_tol) {
 }
 
 static void test_curves_bf16(void) {
-    s_curves("bf16", 0.02, 0.01);
+    s_curves("bf16", 0.03, 0.02);
 }
 static void test_curves_fp32(void) {
-    s_curves("fp32", 1e-3, 0.0);
+    s_curves("fp32", 1e-3, 1e-3);
 }
 
 static void s_resume(const char *prec) {

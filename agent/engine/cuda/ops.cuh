@@ -199,8 +199,10 @@ extern "C" int fw_cuda_op_matmul_backward(int use16, float *dinp, float *dw, flo
     return rc;
 }
 
-/* att_cap: a small cap (two rows' worth) exercises the grouping of batch
- * rows that long sequences need, even on test-sized inputs. */
+/* att_cap: a small cap (one batch row's worth of scores) makes the kernels
+ * run the batch rows in groups (here one row per group), the path long
+ * sequences take, even on test-sized inputs. Two rows' worth would hold a
+ * B = 2 test batch whole and never exercise the grouping. */
 extern "C" int fw_cuda_op_attention_forward(int use16, float *out, float *lse, const float *qkv,
                                             int B, int T, int C, int NH) {
     s_arena a = {};
@@ -210,7 +212,7 @@ extern "C" int fw_cuda_op_attention_forward(int use16, float *out, float *lse, c
         s_gemm_free(&g);
         return rc;
     }
-    size_t NC = (size_t)B * T * C, attf = s_att_floats(B, T, NH, 2 * (size_t)NH * T * T);
+    size_t NC = (size_t)B * T * C, attf = s_att_floats(B, T, NH, (size_t)NH * T * T);
     float *d_out = (float *)s_up(&a, NULL, NC * 4);
     float *d_lse = (float *)s_up(&a, NULL, (size_t)B * NH * T * 4);
     float *d_qkv = (float *)s_up(&a, qkv, 3 * NC * 4);
@@ -233,7 +235,7 @@ extern "C" int fw_cuda_op_attention_backward(int use16, float *dqkv, const float
         s_gemm_free(&g);
         return rc;
     }
-    size_t NC = (size_t)B * T * C, attf = s_att_floats(B, T, NH, 2 * (size_t)NH * T * T);
+    size_t NC = (size_t)B * T * C, attf = s_att_floats(B, T, NH, (size_t)NH * T * T);
     float *d_dqkv = (float *)s_up(&a, NULL, 3 * NC * 4);
     float *d_dout = (float *)s_up(&a, dout, NC * 4);
     float *d_qkv = (float *)s_up(&a, qkv, 3 * NC * 4);
