@@ -5,8 +5,13 @@
  * are listed after them, so nothing the coordinator reports is hidden. */
 #include "ctl.h"
 
+#include <czmq.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Keys the summary lines below already show. */
 static const char *const s_shown[] = {"schema", "leader", "epoch", "leader_endpoint",
@@ -123,10 +128,51 @@ static int s_status(ctl_t *c) {
     return CTL_EXIT_OK;
 }
 
+/* A CURVE key pair for the coordinators, in czmq's zcert format: PATH holds the public
+ * half (for agents, flywheelctl --curve-server-key and the Python client) and PATH_secret
+ * both halves (coordinator curve.secret_key_file; zcert_load(PATH) finds it). Made here
+ * because operators have flywheelctl at hand and czmq writes the exact format the
+ * daemons read. An existing certificate is never overwritten: it may be in use. */
+static int s_gen_cert(ctl_t *c) {
+    const char *path = c->argv[0];
+    char secret[4096];
+    if (snprintf(secret, sizeof secret, "%s_secret", path) >= (int)sizeof secret)
+        return ctl_errorf(c, "gen-cert: path too long: %s", path);
+    if (access(path, F_OK) == 0 || access(secret, F_OK) == 0)
+        return ctl_errorf(c, "gen-cert: %s or %s exists; not overwriting a certificate", path,
+                          secret);
+    zcert_t *cert = zcert_new();
+    if (!cert) return ctl_errorf(c, "gen-cert: cannot generate a key pair");
+    zcert_set_meta(cert, "name", "%s", "flywheel-coordinator");
+    int rc = zcert_save(cert, path); /* the secret file is written mode 0600 */
+    if (rc < 0) {
+        zcert_destroy(&cert);
+        return ctl_errorf(c, "gen-cert: cannot write %s: %s", path, strerror(errno));
+    }
+    if (c->output == CTL_OUT_JSON) {
+        json_t *o = json_pack("{s:s, s:s, s:s}", "public_key_file", path, "secret_key_file",
+                              secret, "public_key", zcert_public_txt(cert));
+        ctl_print_json(o);
+        json_decref(o);
+    } else {
+        printf("public key:  %s\npublic file: %s\nsecret file: %s\n", zcert_public_txt(cert),
+               path, secret);
+    }
+    zcert_destroy(&cert);
+    return CTL_EXIT_OK;
+}
+
 const ctl_cmd_def ctl_cluster_cmds[] = {
     {"cluster", "status", NULL, 0, 0,
      "Leader name and epoch, coordinators, agents, queue depth, task counts by state.",
      "Asks any coordinator (standbys redirect to the leader). The leader is named as in the\n"
      "local cluster's pid files (coord-1, ...). -o json prints the coordinator's status doc.",
      NULL, s_status},
+    {"cluster", "gen-cert", "PATH", 1, 1,
+     "Make a CURVE certificate for the coordinators (czmq zcert): PATH and PATH_secret.",
+     "Coordinators: curve.enabled: true, curve.secret_key_file: PATH (the secret half is\n"
+     "read from PATH_secret). Agents: curve.server_public_key_file: PATH. Clients:\n"
+     "--curve-server-key PATH (or FLYWHEEL_CURVE_SERVER_KEY). Never overwrites a file.\n"
+     "Needs no coordinator.",
+     NULL, s_gen_cert},
     {NULL, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL}};

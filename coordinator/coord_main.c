@@ -512,6 +512,13 @@ int main(int argc, char **argv) {
     s_publish(c);
     rc = zloop_start(c->loop);
     int code = 0;
+    if (!c->stopping && s_sig_last) {
+        /* The signal interrupted zmq_poll (EINTR), which ends zloop_start before the
+         * self-pipe's reader runs: a normal stop all the same (exit 0, not an error). */
+        fw_info("event=signal sig=%d name=%s role=%s", (int)s_sig_last, c->o.name,
+                coord_role_name_of(c->L.role));
+        c->stopping = true;
+    }
     if (!c->stopping) {
         fw_error("event=loop-failed rc=%d", rc);
         code = 1;

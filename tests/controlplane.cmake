@@ -77,3 +77,27 @@ fw_add_pytest(NAME cp_fault_agent_etcd FILE ${CP}/cp_fault_agent_etcd.py LABELS 
 # SIGSTOP the leader past its TTL, SIGCONT it: it steps down; agents keep the new epoch.
 fw_add_pytest(NAME cp_fault_stale_leader FILE ${CP}/cp_fault_stale_leader.py LABELS fault
   TIMEOUT 150)
+
+# job logs / job logs -f (flywheelctl and the Python client) across a SIGKILL of the leader:
+# every line exactly once, and a fresh read from the new leader.
+fw_add_pytest(NAME cp_logs_failover FILE ${CP}/cp_logs_failover.py LABELS fault TIMEOUT 150)
+
+# Tasks killed by SIGKILL (OOM-like) and SIGSEGV fail with the signal named, are retried up
+# to max_retries, and the agent keeps serving; cancel = SIGTERM, then SIGKILL after the grace.
+fw_add_pytest(NAME cp_task_death FILE ${CP}/cp_task_death.py LABELS fault TIMEOUT 150)
+
+# Results produced while no coordinator leads wait in the agent's journal, are accepted
+# exactly once by the new leader, and a replay of them (agent restart) changes nothing.
+fw_add_pytest(NAME cp_journal FILE ${CP}/cp_journal.py LABELS fault TIMEOUT 150)
+
+# CURVE on (scripts/cluster up --curve, flywheelctl cluster gen-cert): agents, flywheelctl
+# and the Python client work over it; clients without the key or with a wrong one get nothing.
+fw_add_pytest(NAME cp_curve FILE ${CP}/cp_curve.py LABELS integration TIMEOUT 120)
+
+# etcd as the coordinator leaves it: "schema": 1 in every value, the audit log's entries
+# (epoch, ordered task transitions); daemons refuse unknown config keys naming key and line.
+fw_add_pytest(NAME cp_etcd_state FILE ${CP}/cp_etcd_state.py LABELS integration TIMEOUT 90)
+
+# Live scheduling: queue order by priority then submission; a gang that loses an agent is
+# retried whole (all ranks attempt 2, survivors' attempt 1 stopped).
+fw_add_pytest(NAME cp_sched FILE ${CP}/cp_sched.py LABELS fault TIMEOUT 120)

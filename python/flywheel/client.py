@@ -71,6 +71,26 @@ class JobFailed(FlywheelError):
             (": " + job_doc["error"]) if job_doc.get("error") else ""))
 
 
+def _curve_key(value):
+    """The Z85 public key (bytes) from a key or a zcert certificate file's path."""
+    if isinstance(value, bytes):
+        value = value.decode("ascii")
+    if len(value) == 40 and not os.path.exists(value):
+        return value.encode("ascii")
+    try:
+        with open(value) as f:
+            text = f.read()
+    except OSError as e:
+        raise ValueError("curve_server_key %s: %s" % (value, e.strerror))
+    for line in text.splitlines():
+        k, sep, v = line.strip().partition("=")
+        if sep and k.strip() == "public-key":
+            key = v.strip().strip('"')
+            if len(key) == 40:
+                return key.encode("ascii")
+    raise ValueError("curve_server_key %s: no public-key in this zcert file" % value)
+
+
 def _read_token(path):
     with open(path, encoding="utf-8") as f:
         for line in f:
@@ -86,9 +106,13 @@ class Client:
     endpoint: "tcp://host:port", a comma-separated list or a list of them
     (default: $FLYWHEEL_COORDINATOR). token: the bearer token (default: the
     first token of token_file or $FLYWHEEL_TOKEN_FILE, or $FLYWHEEL_TOKEN).
-    timeout: seconds to wait for each coordinator to answer a request."""
+    timeout: seconds to wait for each coordinator to answer a request.
+    curve_server_key: when the coordinators run with CURVE (curve.enabled), their
+    public key: the path of their zcert public certificate (`flywheelctl cluster
+    gen-cert`) or the 40-character Z85 key (default: $FLYWHEEL_CURVE_SERVER_KEY)."""
 
-    def __init__(self, endpoint=None, token=None, *, token_file=None, timeout=5.0):
+    def __init__(self, endpoint=None, token=None, *, token_file=None, timeout=5.0,
+                 curve_server_key=None):
         endpoint = endpoint or os.environ.get("FLYWHEEL_COORDINATOR")
         if not endpoint:
             raise ValueError("no coordinator endpoint: pass one or set FLYWHEEL_COORDINATOR")
@@ -107,6 +131,9 @@ class Client:
             raise ValueError("no token: pass token= or token_file=, or set FLYWHEEL_TOKEN_FILE")
         self.token = token
         self.timeout = float(timeout)
+        if curve_server_key is None:
+            curve_server_key = os.environ.get("FLYWHEEL_CURVE_SERVER_KEY") or None
+        self._curve = _curve_key(curve_server_key) if curve_server_key else None
         self._ctx = zmq.Context.instance()
         self._sock = None
         self._connected = None
@@ -141,6 +168,13 @@ class Client:
         s = self._ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.MAXMSGSIZE, wire.MAX_FRAME + 64)
+        if self._curve:
+            # A throwaway key pair of our own: the coordinators accept any client key
+            # (the token is what authenticates), the server key is what must match.
+            public, secret = zmq.curve_keypair()
+            s.curve_serverkey = self._curve
+            s.curve_publickey = public
+            s.curve_secretkey = secret
         s.connect(endpoint)
         self._sock, self._connected = s, endpoint
 

@@ -87,7 +87,7 @@ class Cluster:
     """A local cluster (scripts/cluster) in its own temporary directory."""
 
     def __init__(self, coordinators=1, agents=2, coord_opts=None, agent_opts=None,
-                 timeout=60, keep=False):
+                 timeout=60, keep=False, curve=False):
         self.tmp = tempfile.mkdtemp(prefix="fw-cp-")
         self.dir = os.path.join(self.tmp, "cluster")
         self.coordinators = coordinators
@@ -95,6 +95,7 @@ class Cluster:
         self.coord_opts = dict(FAST_COORD, **(coord_opts or {}))
         self.agent_opts = dict(FAST_AGENT, **(agent_opts or {}))
         self.timeout = timeout
+        self.curve = curve
         self.keep = keep or os.environ.get("FW_KEEP_CLUSTER") == "1"
         self.env = {}
         self._client = None
@@ -139,6 +140,8 @@ class Cluster:
             self._start_watchdog()
         args = ["up", "--coordinators", str(self.coordinators), "--agents", str(self.agents),
                 "--timeout", str(self.timeout)]
+        if self.curve:
+            args.append("--curve")
         for k, v in self.coord_opts.items():
             args += ["--coord-opt", "%s=%s" % (k, v)]
         for k, v in self.agent_opts.items():
@@ -189,14 +192,21 @@ class Cluster:
     def token_file(self):
         return self.env["FLYWHEEL_TOKEN_FILE"]
 
+    @property
+    def curve_key(self):
+        """The coordinators' public certificate when up with curve=True, else None."""
+        return self.env.get("FLYWHEEL_CURVE_SERVER_KEY") or None
+
     def user_token_file(self):
         return os.path.join(self.dir, "user.token")
 
     def client(self, **kw):
         from flywheel import Client
         if self._client is None or kw:
-            c = Client(self.endpoints, token_file=kw.pop("token_file", self.token_file), **kw)
-            if kw:
+            custom = bool(kw)  # another token or key: a client of its own, not cached
+            c = Client(self.endpoints, token_file=kw.pop("token_file", self.token_file),
+                       curve_server_key=kw.pop("curve_server_key", self.curve_key), **kw)
+            if custom:
                 return c
             self._client = c
         return self._client
@@ -261,7 +271,8 @@ class Cluster:
         per-endpoint timeout so a dead or stopped coordinator first in the list does
         not stretch a failover measurement by the client's default 5 s."""
         from flywheel import Client
-        c = Client(self.endpoints, token_file=self.token_file, timeout=timeout)
+        c = Client(self.endpoints, token_file=self.token_file, timeout=timeout,
+                   curve_server_key=self.curve_key)
         try:
             st = c.cluster_status()
         except Exception:
