@@ -179,6 +179,7 @@ extern const ctl_cmd_def ctl_cluster_cmds[];
 extern const ctl_cmd_def ctl_agent_cmds[];
 extern const ctl_cmd_def ctl_job_cmds[];
 extern const ctl_cmd_def ctl_task_cmds[];
+extern const ctl_cmd_def ctl_dataset_cmds[];
 
 /* Every task of a job (state: a filter or NULL); NULL after printing the
  * error (*err: the fw_err). */

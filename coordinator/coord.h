@@ -15,6 +15,7 @@
  *   coord_sched.c   placement, gangs, backfill (pure)
  *   coord_agents.c  agent endpoint: registration, reconciliation, results
  *   coord_client.c  client endpoint: token auth, requests, redirects, logs
+ *   coord_data.c    artifact blobs (chunked upload/read) and dataset versions
  *   coord_http.c    /healthz /readyz /metrics
  *   coord_spec.c, coord_tokens.c, coord_records.c, coord_json.c,
  *   coord_metrics.c, coord_config.c: pure helpers */
@@ -36,6 +37,7 @@
 typedef struct coord_store coord_store_t;
 typedef struct coord_http coord_http_t;
 typedef struct coord_logs coord_logs_t;
+typedef struct coord_data coord_data_t;
 typedef struct coord coord_t;
 
 typedef enum {
@@ -93,6 +95,7 @@ struct coord {
     coord_sched_t sched;
     coord_store_t *store;
     coord_logs_t *logs;
+    coord_data_t *data; /* blobs and datasets (coord_data.c); created on first use */
     coord_http_t *http;
     coord_metrics_t m;
     /* agents' P/agents/ watch (leader only) */
@@ -191,6 +194,13 @@ void coord_logs_on_reply(coord_t *c, const char *agent_id, const fw_msg_t *m);
 void coord_logs_cron(coord_t *c);
 void coord_logs_reset(coord_t *c);
 size_t coord_logs_count(const coord_t *c);
+
+/* ------------------------------------------------------- coord_data.c */
+/* True for the blob and dataset requests coord_data_handle serves. */
+bool coord_data_serves(int msg_id);
+/* Serve one blob or dataset request (token checked, leader). Replies itself. */
+void coord_data_handle(coord_t *c, zframe_t *identity, const fw_msg_t *m,
+                       const coord_token_t *tok);
 
 /* ------------------------------------------------------- coord_http.c */
 coord_http_t *coord_http_start(coord_t *c, const char *bind);

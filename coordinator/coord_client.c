@@ -593,6 +593,10 @@ static void s_handle(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
     case FW_MSG_AGENT_DRAIN: s_agent_drain(c, identity, m, tok); break;
     case FW_MSG_LOG_STREAM: coord_logs_start(c, identity, m); break;
     default:
+        if (coord_data_serves(fw_msg_id(m))) {
+            coord_data_handle(c, identity, m, tok);
+            break;
+        }
         s_error(c, identity, m, FW_EUNSUPPORTED, 0, "%s is not served by this coordinator",
                 fw_msg_name(m));
     }

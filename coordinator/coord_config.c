@@ -105,6 +105,18 @@ const fw_opt coord_opts[] = {
              "--auto-compaction)."},
     {.name = "coordinator.compact_keep", .type = FW_OPT_INT, .def = "100000", .min = "1000",
      .max = "1000000000", .help = "Revisions of history kept by each compaction."},
+    {.name = "coordinator.store_dir", .type = FW_OPT_STRING,
+     .help = "Root of the artifact store (directory backend, docs/artifacts.md) that holds "
+             "dataset and other blobs; every coordinator must see the same directory (a "
+             "shared file system across machines). Empty: no store, and blob and dataset "
+             "requests are refused."},
+    {.name = "coordinator.upload_timeout", .type = FW_OPT_DURATION, .def = "60s", .min = "1s",
+     .max = "1h", .help = "An upload with no chunk for this long is dropped (checked whenever a "
+             "blob request arrives)."},
+    {.name = "coordinator.upload_max_bytes", .type = FW_OPT_SIZE, .def = "16GiB",
+     .min = "1KiB", .max = "64GiB", .help = "Largest blob a client may upload."},
+    {.name = "coordinator.max_uploads", .type = FW_OPT_INT, .def = "64", .min = "1",
+     .max = "100000", .help = "Uploads in progress at once, over all clients."},
     {.name = "curve.enabled", .type = FW_OPT_BOOL, .def = "false",
      .help = "Encrypt and authenticate both ZeroMQ endpoints with CURVE (czmq zcert/zauth). "
              "Agents and clients then need the server's public key."},
@@ -169,6 +181,10 @@ int coord_opts_read(const fw_config *cfg, coord_opts_t *o) {
     o->kill_grace_ms = fw_config_get_duration(cfg, "coordinator.kill_grace");
     o->compact_every_ms = fw_config_get_duration(cfg, "coordinator.compact_interval");
     o->compact_keep_revisions = fw_config_get_int(cfg, "coordinator.compact_keep");
+    o->store_dir = fw_config_get_str(cfg, "coordinator.store_dir");
+    o->upload_timeout_ms = fw_config_get_duration(cfg, "coordinator.upload_timeout");
+    o->upload_max_bytes = fw_config_get_size(cfg, "coordinator.upload_max_bytes");
+    o->max_uploads = (int)fw_config_get_int(cfg, "coordinator.max_uploads");
     o->curve_enabled = fw_config_get_bool(cfg, "curve.enabled");
     o->curve_secret_key_file = fw_config_get_str(cfg, "curve.secret_key_file");
     o->curve_public_key_file = fw_config_get_str(cfg, "curve.public_key_file");

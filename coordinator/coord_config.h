@@ -38,6 +38,10 @@ typedef struct {
     int64_t kill_grace_ms;
     int64_t compact_every_ms;
     int64_t compact_keep_revisions;
+    const char *store_dir; /* "" = no artifact store */
+    int64_t upload_timeout_ms;
+    int64_t upload_max_bytes;
+    int max_uploads;
     bool curve_enabled;
     const char *curve_secret_key_file, *curve_public_key_file, *curve_clients_dir;
 } coord_opts_t;

@@ -101,3 +101,8 @@ fw_add_pytest(NAME cp_etcd_state FILE ${CP}/cp_etcd_state.py LABELS integration 
 # Live scheduling: queue order by priority then submission; a gang that loses an agent is
 # retried whole (all ranks attempt 2, survivors' attempt 1 stopped).
 fw_add_pytest(NAME cp_sched FILE ${CP}/cp_sched.py LABELS fault TIMEOUT 120)
+
+# Datasets end to end (issue 6): flywheelctl dataset add/list/show/download/split through the
+# submission socket into the shared artifact store and etcd; bad lines, idempotent re-add,
+# corrupt store copy, leader SIGKILL (the standby serves the shared store).
+fw_add_pytest(NAME cp_dataset FILE ${CP}/cp_dataset.py LABELS integration TIMEOUT 120)
