@@ -1,6 +1,7 @@
 /* fw_err.c - error codes and per-thread error details. */
 #include "fw_err.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -42,3 +43,23 @@ int fw_err_set(int err, const char *fmt, ...) {
 const char *fw_err_detail(void) { return s_detail; }
 
 void fw_err_clear(void) { s_detail[0] = '\0'; }
+
+int fw_err_from_errno(int e) {
+    switch (e) {
+    case ENOENT:
+        return FW_ENOTFOUND;
+    case EACCES:
+    case EPERM:
+    case EROFS:
+        return FW_EPERM;
+    case EEXIST:
+        return FW_EEXIST;
+    case ENOMEM:
+        return FW_ENOMEM;
+    case ENOSPC:
+    case EDQUOT:
+        return FW_ERESOURCE;
+    default:
+        return FW_EIO;
+    }
+}

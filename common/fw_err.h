@@ -58,6 +58,9 @@ int fw_err_set(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3
 /* The current thread's last detail ("" when none). Valid until the next
  * fw_err_set() on this thread. */
 const char *fw_err_detail(void);
+/* The fw_err closest to an errno value (ENOENT -> FW_ENOTFOUND, ENOSPC ->
+ * FW_ERESOURCE, ...; FW_EIO for the rest). */
+int fw_err_from_errno(int e);
 
 /* Forget the current thread's detail. */
 void fw_err_clear(void);

@@ -45,30 +45,9 @@ struct fw_file_atomic {
     int failed; /* a write failed: only abort is possible */
 };
 
-/* Map errno to the closest fw_err. */
-static int s_err_from_errno(int e) {
-    switch (e) {
-    case ENOENT:
-        return FW_ENOTFOUND;
-    case EACCES:
-    case EPERM:
-    case EROFS:
-        return FW_EPERM;
-    case EEXIST:
-        return FW_EEXIST;
-    case ENOMEM:
-        return FW_ENOMEM;
-    case ENOSPC:
-    case EDQUOT:
-        return FW_ERESOURCE;
-    default:
-        return FW_EIO;
-    }
-}
-
 /* Record "<call> <path>: <strerror>" and return the matching fw_err. */
 static int s_fail(const char *call, const char *path, int e) {
-    return fw_err_set(s_err_from_errno(e), "%s %s: %s", call, path, strerror(e));
+    return fw_err_set(fw_err_from_errno(e), "%s %s: %s", call, path, strerror(e));
 }
 
 /* The directory part of path ("." when there is none); caller frees. */
@@ -178,7 +157,7 @@ int fw_file_atomic_commit(fw_file_atomic **wp) {
     }
     r = fw_fault_hit("file.rename") ? (errno = EIO, -1) : rename(w->tmp, w->path);
     if (r < 0) {
-        rc = fw_err_set(s_err_from_errno(errno), "rename %s -> %s: %s", w->tmp, w->path,
+        rc = fw_err_set(fw_err_from_errno(errno), "rename %s -> %s: %s", w->tmp, w->path,
                         strerror(errno));
         goto abort;
     }

@@ -58,28 +58,8 @@ typedef struct {
     int fd;
 } s_reader;
 
-static int s_errno_to_fw(int e) {
-    switch (e) {
-    case ENOENT:
-        return FW_ENOTFOUND;
-    case EACCES:
-    case EPERM:
-    case EROFS:
-        return FW_EPERM;
-    case EEXIST:
-        return FW_EEXIST;
-    case ENOMEM:
-        return FW_ENOMEM;
-    case ENOSPC:
-    case EDQUOT:
-        return FW_ERESOURCE;
-    default:
-        return FW_EIO;
-    }
-}
-
 static int s_fail(const char *call, const char *path, int e) {
-    return fw_err_set(s_errno_to_fw(e), "store: %s %s: %s", call, path, strerror(e));
+    return fw_err_set(fw_err_from_errno(e), "store: %s %s: %s", call, path, strerror(e));
 }
 
 /* "<blobs>/<2 hex>/<64 hex>" of a validated "sha256:<hex>" digest. */
@@ -218,7 +198,7 @@ static int s_read_at(void *reader, uint64_t offset, void *buf, size_t len, size_
             return 0;
         }
         if (errno != EINTR)
-            return fw_err_set(s_errno_to_fw(errno), "store: read at offset %llu: %s",
+            return fw_err_set(fw_err_from_errno(errno), "store: read at offset %llu: %s",
                               (unsigned long long)offset, strerror(errno));
     }
 }

@@ -181,6 +181,12 @@ void coord_agents_stop_action(coord_t *c, coord_task_t *t, uint32_t attempt);
 
 /* ------------------------------------------------------ coord_client.c */
 int coord_client_on_readable(zloop_t *loop, zsock_t *sock, void *arg);
+/* Send a reply to a client (stamped with epoch and name); m stays the caller's. */
+void coord_client_send(coord_t *c, zframe_t *identity, fw_msg_t *m);
+/* Reply ERROR(code, message) to req; retry_ms > 0 tells the client to retry. */
+void coord_client_error(coord_t *c, zframe_t *identity, const fw_msg_t *req, int code,
+                        uint64_t retry_ms, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
 /* Job and task views as JSON (jansson), for replies. */
 void *coord_client_job_view(coord_t *c, const coord_job_t *j, bool with_tasks);
 

@@ -33,17 +33,15 @@
 #define S_BACKLOG_LIMIT 2000000
 #define S_PAGE_DEFAULT  1000
 
-static void s_send(coord_t *c, zframe_t *identity, fw_msg_t *m) {
+void coord_client_send(coord_t *c, zframe_t *identity, fw_msg_t *m) {
     fw_msg_set_epoch(m, (uint64_t)c->L.epoch);
     fw_msg_set_sender(m, c->o.name);
     int rc = fw_msg_send(c->client_sock, identity, m);
     if (rc < 0) fw_debug("event=client-send-failed err=%s", fw_errname(rc));
 }
 
-static void s_error(coord_t *c, zframe_t *identity, const fw_msg_t *req, int code,
-                    uint64_t retry_ms, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
-static void s_error(coord_t *c, zframe_t *identity, const fw_msg_t *req, int code,
-                    uint64_t retry_ms, const char *fmt, ...) {
+void coord_client_error(coord_t *c, zframe_t *identity, const fw_msg_t *req, int code,
+                        uint64_t retry_ms, const char *fmt, ...) {
     char buf[1024];
     va_list ap;
     va_start(ap, fmt);
@@ -53,7 +51,7 @@ static void s_error(coord_t *c, zframe_t *identity, const fw_msg_t *req, int cod
     if (!e) return;
     if (retry_ms) fw_msg_set_uint_f(e, FW_F_ERROR_retry_after_ms, retry_ms);
     c->m.client_errors_total++;
-    s_send(c, identity, e);
+    coord_client_send(c, identity, e);
     fw_msg_destroy(&e);
 }
 
@@ -62,7 +60,7 @@ static void s_reply_doc(coord_t *c, zframe_t *identity, const fw_msg_t *req, int
     char *txt = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
     if (!txt) {
-        s_error(c, identity, req, FW_ENOMEM, 0, "out of memory rendering the reply");
+        coord_client_error(c, identity, req, FW_ENOMEM, 0, "out of memory rendering the reply");
         return;
     }
     fw_msg_t *r = fw_msg_new_reply(req, id);
@@ -76,11 +74,11 @@ static void s_reply_doc(coord_t *c, zframe_t *identity, const fw_msg_t *req, int
     free(txt);
     if (rc < 0) {
         fw_msg_destroy(&r);
-        s_error(c, identity, req, rc, 0, "reply too large: %s (use a smaller limit)",
+        coord_client_error(c, identity, req, rc, 0, "reply too large: %s (use a smaller limit)",
                 fw_err_detail());
         return;
     }
-    s_send(c, identity, r);
+    coord_client_send(c, identity, r);
     fw_msg_destroy(&r);
 }
 
@@ -205,14 +203,14 @@ static void s_pending_action(coord_t *c, void *ptr, uint64_t u, bool committed) 
     s_pending *p = ptr;
     (void)u;
     if (!committed) {
-        s_error(c, p->identity, p->req, FW_ENOTLEADER, 1000,
+        coord_client_error(c, p->identity, p->req, FW_ENOTLEADER, 1000,
                 "leadership changed before the change was committed; retry");
     } else if (p->kind == FW_MSG_JOB_SUBMIT) {
         fw_msg_t *r = fw_msg_new_reply(p->req, FW_MSG_JOB_SUBMITTED);
         if (r) {
             fw_msg_set_str_f(r, FW_F_JOB_SUBMITTED_job_id, p->id);
             if (p->existing) fw_msg_set_bool_f(r, FW_F_JOB_SUBMITTED_existing, true);
-            s_send(c, p->identity, r);
+            coord_client_send(c, p->identity, r);
             fw_msg_destroy(&r);
         }
     } else if (p->kind == FW_MSG_JOB_CANCEL) {
@@ -237,7 +235,7 @@ static void s_pending_action(coord_t *c, void *ptr, uint64_t u, bool committed) 
 
 static void s_submit(coord_t *c, zframe_t *identity, const fw_msg_t *m, const coord_token_t *tok) {
     if (coord_store_backlog(c->store) > S_BACKLOG_LIMIT) {
-        s_error(c, identity, m, FW_EUNAVAIL, 1000, "the leader is behind writing to etcd; retry");
+        coord_client_error(c, identity, m, FW_EUNAVAIL, 1000, "the leader is behind writing to etcd; retry");
         return;
     }
     const char *idem = fw_msg_get_str_f(m, FW_F_JOB_SUBMIT_idempotency_key);
@@ -258,11 +256,11 @@ static void s_submit(coord_t *c, zframe_t *identity, const fw_msg_t *m, const co
     int rc = coord_spec_parse(fw_msg_get_str_f(m, FW_F_JOB_SUBMIT_spec),
                               (uint32_t)c->o.max_tasks_per_job, &sp);
     if (rc < 0) {
-        s_error(c, identity, m, rc, 0, "%s", fw_err_detail());
+        coord_client_error(c, identity, m, rc, 0, "%s", fw_err_detail());
         return;
     }
     if (sp.admin_only && tok->role != COORD_ROLE_ADMIN) {
-        s_error(c, identity, m, FW_EPERM, 0, "spec.kind: %s jobs need an admin token (%s is %s)",
+        coord_client_error(c, identity, m, FW_EPERM, 0, "spec.kind: %s jobs need an admin token (%s is %s)",
                 sp.kind, tok->name, coord_role_name(tok->role));
         coord_spec_clear(&sp);
         return;
@@ -271,7 +269,7 @@ static void s_submit(coord_t *c, zframe_t *identity, const fw_msg_t *m, const co
     coord_job_t *j = coord_job_add(c->st, c->st->next_job_seq, &sp, tok->name, now, true);
     if (!j) {
         coord_spec_clear(&sp);
-        s_error(c, identity, m, FW_ENOMEM, 1000, "cannot create the job (out of memory)");
+        coord_client_error(c, identity, m, FW_ENOMEM, 1000, "cannot create the job (out of memory)");
         return;
     }
     j->submit_mono = fw_mono_ms();
@@ -293,7 +291,7 @@ static void s_job_get(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
     const char *id = fw_msg_get_str_f(m, FW_F_JOB_GET_job_id);
     coord_job_t *j = coord_job_find(c->st, id);
     if (!j || !j->record_committed) {
-        s_error(c, identity, m, FW_ENOTFOUND, 0, "job %s: not found", id);
+        coord_client_error(c, identity, m, FW_ENOTFOUND, 0, "job %s: not found", id);
         return;
     }
     s_reply_doc(c, identity, m, FW_MSG_JOB_GET_REPLY, coord_client_job_view(c, j, false), NULL);
@@ -303,7 +301,7 @@ static void s_job_list(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
     const char *sf = fw_msg_get_str_f(m, FW_F_JOB_LIST_state);
     int want = -1;
     if (sf && sf[0] && (want = coord_job_state_parse(sf)) < 0) {
-        s_error(c, identity, m, FW_EINVAL, 0, "state: unknown job state \"%.32s\"", sf);
+        coord_client_error(c, identity, m, FW_EINVAL, 0, "state: unknown job state \"%.32s\"", sf);
         return;
     }
     uint64_t limit = fw_msg_has_f(m, FW_F_JOB_LIST_limit) ? fw_msg_get_uint_f(m, FW_F_JOB_LIST_limit)
@@ -315,7 +313,7 @@ static void s_job_list(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
         char *end;
         unsigned long long v = strtoull(cur, &end, 10);
         if (*end || v > c->st->njobs) {
-            s_error(c, identity, m, FW_EINVAL, 0, "cursor: not a cursor of this leader");
+            coord_client_error(c, identity, m, FW_EINVAL, 0, "cursor: not a cursor of this leader");
             return;
         }
         start = (size_t)v;
@@ -343,11 +341,11 @@ static void s_job_cancel(coord_t *c, zframe_t *identity, const fw_msg_t *m,
     const char *id = fw_msg_get_str_f(m, FW_F_JOB_CANCEL_job_id);
     coord_job_t *j = coord_job_find(c->st, id);
     if (!j || !j->record_committed) {
-        s_error(c, identity, m, FW_ENOTFOUND, 0, "job %s: not found", id);
+        coord_client_error(c, identity, m, FW_ENOTFOUND, 0, "job %s: not found", id);
         return;
     }
     if (tok->role != COORD_ROLE_ADMIN && strcmp(tok->name, j->owner) != 0) {
-        s_error(c, identity, m, FW_EPERM, 0, "job %s belongs to %s: only its owner or an admin "
+        coord_client_error(c, identity, m, FW_EPERM, 0, "job %s belongs to %s: only its owner or an admin "
                 "may cancel it", id, j->owner);
         return;
     }
@@ -372,7 +370,7 @@ static void s_task_list(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
     const char *sf = fw_msg_get_str_f(m, FW_F_TASK_LIST_state);
     int want = -1;
     if (sf && sf[0] && (want = coord_task_state_parse(sf)) < 0) {
-        s_error(c, identity, m, FW_EINVAL, 0, "state: unknown task state \"%.32s\"", sf);
+        coord_client_error(c, identity, m, FW_EINVAL, 0, "state: unknown task state \"%.32s\"", sf);
         return;
     }
     uint64_t limit = fw_msg_has_f(m, FW_F_TASK_LIST_limit)
@@ -385,7 +383,7 @@ static void s_task_list(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
         char *end;
         start = strtoull(cur, &end, 10);
         if (*end) {
-            s_error(c, identity, m, FW_EINVAL, 0, "cursor: not a cursor of this leader");
+            coord_client_error(c, identity, m, FW_EINVAL, 0, "cursor: not a cursor of this leader");
             return;
         }
     }
@@ -412,7 +410,7 @@ static void s_task_list(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
     }
     coord_job_t *j = coord_job_find(c->st, jid);
     if (!j || !j->record_committed) {
-        s_error(c, identity, m, FW_ENOTFOUND, 0, "job %s: not found", jid);
+        coord_client_error(c, identity, m, FW_ENOTFOUND, 0, "job %s: not found", jid);
         return;
     }
     if (!j->tasks) {
@@ -420,7 +418,7 @@ static void s_task_list(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
         char *txt = coord_store_read_tasks(c->store, j->id, want >= 0 ? sf : NULL,
                                            (uint32_t)start, (uint32_t)limit, &next);
         if (!txt) {
-            s_error(c, identity, m, FW_EUNAVAIL, 1000, "cannot read the tasks of %s from etcd: %s",
+            coord_client_error(c, identity, m, FW_EUNAVAIL, 1000, "cannot read the tasks of %s from etcd: %s",
                     jid, fw_err_detail());
             return;
         }
@@ -518,14 +516,14 @@ static void s_agent_list(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
 static void s_agent_drain(coord_t *c, zframe_t *identity, const fw_msg_t *m,
                           const coord_token_t *tok) {
     if (tok->role != COORD_ROLE_ADMIN) {
-        s_error(c, identity, m, FW_EPERM, 0, "draining agents needs an admin token (%s is %s)",
+        coord_client_error(c, identity, m, FW_EPERM, 0, "draining agents needs an admin token (%s is %s)",
                 tok->name, coord_role_name(tok->role));
         return;
     }
     const char *id = fw_msg_get_str_f(m, FW_F_AGENT_DRAIN_agent_id);
     coord_agent_t *a = coord_agent_get(c->st, id, false);
     if (!a || (!a->alive && !a->ever_seen && !a->drain)) {
-        s_error(c, identity, m, FW_ENOTFOUND, 0, "agent %s: not found", id);
+        coord_client_error(c, identity, m, FW_ENOTFOUND, 0, "agent %s: not found", id);
         return;
     }
     bool drain = fw_msg_has_f(m, FW_F_AGENT_DRAIN_drain) ? fw_msg_get_bool_f(m, FW_F_AGENT_DRAIN_drain)
@@ -552,10 +550,10 @@ static void s_redirect(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
         fw_msg_set_str_f(r, FW_F_REDIRECT_leader_endpoint, c->L.leader_client);
         fw_msg_set_str_f(r, FW_F_REDIRECT_leader_name, c->L.leader_name);
         fw_msg_set_uint_f(r, FW_F_REDIRECT_epoch, (uint64_t)c->L.leader_epoch);
-        s_send(c, identity, r);
+        coord_client_send(c, identity, r);
         fw_msg_destroy(&r);
     } else {
-        s_error(c, identity, m, FW_ENOTLEADER, 500, "no leader elected yet; retry");
+        coord_client_error(c, identity, m, FW_ENOTLEADER, 500, "no leader elected yet; retry");
     }
 }
 
@@ -567,13 +565,13 @@ static void s_handle(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
         c->m.bad_frames_total[COORD_EP_CLIENT]++;
         coord_warn_limited(c, "event=bad-frame endpoint=client msg=%s reason=not-a-request",
                            fw_msg_name(m));
-        s_error(c, identity, m, FW_EPROTO, 0, "%s is not a client request", fw_msg_name(m));
+        coord_client_error(c, identity, m, FW_EPROTO, 0, "%s is not a client request", fw_msg_name(m));
         return;
     }
     const coord_token_t *tok = coord_tokens_find(c->tokens, fw_msg_get_str(m, "token"));
     if (!tok) {
         coord_warn_limited(c, "event=auth-failed endpoint=client msg=%s", fw_msg_name(m));
-        s_error(c, identity, m, FW_EAUTH, 0, "%s",
+        coord_client_error(c, identity, m, FW_EAUTH, 0, "%s",
                 coord_tokens_count(c->tokens) ? "invalid token"
                                               : "no tokens configured (coordinator.tokens_file)");
         return;
@@ -597,7 +595,7 @@ static void s_handle(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
             coord_data_handle(c, identity, m, tok);
             break;
         }
-        s_error(c, identity, m, FW_EUNSUPPORTED, 0, "%s is not served by this coordinator",
+        coord_client_error(c, identity, m, FW_EUNSUPPORTED, 0, "%s is not served by this coordinator",
                 fw_msg_name(m));
     }
 }
@@ -617,7 +615,7 @@ int coord_client_on_readable(zloop_t *loop, zsock_t *sock, void *arg) {
             c->m.bad_frames_total[COORD_EP_CLIENT]++;
             coord_warn_limited(c, "event=bad-frame endpoint=client err=%s detail=\"%s\"",
                                fw_errname(rc), fw_err_detail());
-            if (identity) s_error(c, identity, NULL, rc, 0, "bad frame: %s", fw_err_detail());
+            if (identity) coord_client_error(c, identity, NULL, rc, 0, "bad frame: %s", fw_err_detail());
             zframe_destroy(&identity);
             continue;
         }

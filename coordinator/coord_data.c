@@ -87,30 +87,6 @@ bool coord_data_serves(int id) {
 
 /* ------------------------------------------------------------ replies */
 
-static void s_send(coord_t *c, zframe_t *identity, fw_msg_t *m) {
-    fw_msg_set_epoch(m, (uint64_t)c->L.epoch);
-    fw_msg_set_sender(m, c->o.name);
-    int rc = fw_msg_send(c->client_sock, identity, m);
-    if (rc < 0) fw_debug("event=client-send-failed err=%s", fw_errname(rc));
-}
-
-static void s_error(coord_t *c, zframe_t *identity, const fw_msg_t *req, int code,
-                    uint64_t retry_ms, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
-static void s_error(coord_t *c, zframe_t *identity, const fw_msg_t *req, int code,
-                    uint64_t retry_ms, const char *fmt, ...) {
-    char buf[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    fw_msg_t *e = fw_msg_new_error(req, code, "%s", buf);
-    if (!e) return;
-    if (retry_ms) fw_msg_set_uint_f(e, FW_F_ERROR_retry_after_ms, retry_ms);
-    c->m.client_errors_total++;
-    s_send(c, identity, e);
-    fw_msg_destroy(&e);
-}
-
 /* Reply `id` with doc (consumed) in its "doc" field, plus "existing" when
  * existing >= 0. */
 static void s_reply_doc(coord_t *c, zframe_t *identity, const fw_msg_t *req, int id, json_t *doc,
@@ -123,10 +99,10 @@ static void s_reply_doc(coord_t *c, zframe_t *identity, const fw_msg_t *req, int
     if (rc == 0 && existing >= 0) rc = fw_msg_set_bool(r, "existing", existing != 0);
     if (rc < 0) {
         fw_msg_destroy(&r);
-        s_error(c, identity, req, rc, 0, "cannot build the reply: %s", fw_err_detail());
+        coord_client_error(c, identity, req, rc, 0, "cannot build the reply: %s", fw_err_detail());
         return;
     }
-    s_send(c, identity, r);
+    coord_client_send(c, identity, r);
     fw_msg_destroy(&r);
 }
 
@@ -144,7 +120,7 @@ static void s_upload_free(void **item) {
  * replying with the error. */
 static coord_data_t *s_data(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
     if (!c->o.store_dir || !c->o.store_dir[0]) {
-        s_error(c, identity, m, FW_EUNSUPPORTED, 0,
+        coord_client_error(c, identity, m, FW_EUNSUPPORTED, 0,
                 "this coordinator has no artifact store (set coordinator.store_dir)");
         return NULL;
     }
@@ -152,7 +128,7 @@ static coord_data_t *s_data(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
         coord_data_t *d = calloc(1, sizeof *d);
         if (!d || !(d->uploads = zhashx_new())) {
             free(d);
-            s_error(c, identity, m, FW_ENOMEM, 0, "out of memory");
+            coord_client_error(c, identity, m, FW_ENOMEM, 0, "out of memory");
             return NULL;
         }
         zhashx_set_destructor(d->uploads, s_upload_free);
@@ -162,7 +138,7 @@ static coord_data_t *s_data(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
         fw_store_opts so = {.max_blob_bytes = (uint64_t)c->o.upload_max_bytes};
         c->data->store = fw_store_open_dir(c->o.store_dir, &so);
         if (!c->data->store) {
-            s_error(c, identity, m, FW_EIO, 1000, "artifact store %s: %s", c->o.store_dir,
+            coord_client_error(c, identity, m, FW_EIO, 1000, "artifact store %s: %s", c->o.store_dir,
                     fw_err_detail());
             return NULL;
         }
@@ -196,14 +172,14 @@ static s_upload *s_find_upload(coord_t *c, coord_data_t *d, zframe_t *identity, 
                                const coord_token_t *tok, const char *id) {
     s_upload *up = zhashx_lookup(d->uploads, id);
     if (!up) {
-        s_error(c, identity, m, FW_ENOTFOUND, 0,
+        coord_client_error(c, identity, m, FW_ENOTFOUND, 0,
                 "upload %.64s: unknown (it expired after %lld ms idle, failed, or the leader "
                 "changed; start the upload again)",
                 id, (long long)c->o.upload_timeout_ms);
         return NULL;
     }
     if (strcmp(up->owner, tok->name) != 0) {
-        s_error(c, identity, m, FW_EPERM, 0, "upload %s belongs to %s, not %s", id, up->owner,
+        coord_client_error(c, identity, m, FW_EPERM, 0, "upload %s belongs to %s, not %s", id, up->owner,
                 tok->name);
         return NULL;
     }
@@ -221,7 +197,7 @@ static void s_upload_reply(coord_t *c, zframe_t *identity, const fw_msg_t *m, co
         fw_msg_set_str_f(r, FW_F_BLOB_UPLOAD_REPLY_digest, digest);
     }
     if (existing) fw_msg_set_bool_f(r, FW_F_BLOB_UPLOAD_REPLY_existing, true);
-    s_send(c, identity, r);
+    coord_client_send(c, identity, r);
     fw_msg_destroy(&r);
 }
 
@@ -232,14 +208,14 @@ static void s_upload_begin(coord_t *c, coord_data_t *d, zframe_t *identity, cons
     uint64_t size = fw_msg_get_uint_f(m, FW_F_BLOB_UPLOAD_BEGIN_size);
     const char *want = fw_msg_get_str_f(m, FW_F_BLOB_UPLOAD_BEGIN_digest);
     if (size > (uint64_t)c->o.upload_max_bytes) {
-        s_error(c, identity, m, FW_ETOOBIG, 0,
+        coord_client_error(c, identity, m, FW_ETOOBIG, 0,
                 "blob of %" PRIu64 " bytes is over coordinator.upload_max_bytes (%lld)", size,
                 (long long)c->o.upload_max_bytes);
         return;
     }
     if (want && want[0]) {
         if (!fw_digest_valid(want)) {
-            s_error(c, identity, m, FW_EINVAL, 0, "digest '%.80s': expected sha256:<64 hex>", want);
+            coord_client_error(c, identity, m, FW_EINVAL, 0, "digest '%.80s': expected sha256:<64 hex>", want);
             return;
         }
         fw_store_stat st;
@@ -258,7 +234,7 @@ static void s_upload_begin(coord_t *c, coord_data_t *d, zframe_t *identity, cons
         }
     }
     if (zhashx_size(d->uploads) >= (size_t)c->o.max_uploads) {
-        s_error(c, identity, m, FW_EUNAVAIL, 1000,
+        coord_client_error(c, identity, m, FW_EUNAVAIL, 1000,
                 "%zu uploads in progress (coordinator.max_uploads); retry later",
                 zhashx_size(d->uploads));
         return;
@@ -267,7 +243,7 @@ static void s_upload_begin(coord_t *c, coord_data_t *d, zframe_t *identity, cons
     unsigned char rnd[16];
     if (!up || getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
         free(up);
-        s_error(c, identity, m, FW_EIO, 0, "cannot draw an upload id");
+        coord_client_error(c, identity, m, FW_EIO, 0, "cannot draw an upload id");
         return;
     }
     for (size_t i = 0; i < sizeof rnd; i++) snprintf(up->id + 2 * i, 3, "%02x", rnd[i]);
@@ -278,7 +254,7 @@ static void s_upload_begin(coord_t *c, coord_data_t *d, zframe_t *identity, cons
      * bound, commit checks the digest anyway. */
     up->u = fw_store_upload_begin(d->store, size);
     if (!up->u) {
-        s_error(c, identity, m, FW_EIO, 0, "cannot start an upload: %s", fw_err_detail());
+        coord_client_error(c, identity, m, FW_EIO, 0, "cannot start an upload: %s", fw_err_detail());
         free(up);
         return;
     }
@@ -298,7 +274,7 @@ static void s_upload_chunk(coord_t *c, coord_data_t *d, zframe_t *identity, cons
     uint64_t have = fw_store_upload_received(up->u);
     int rc = fw_store_upload_chunk(up->u, off, data, len);
     if (rc < 0) {
-        s_error(c, identity, m, rc, 0,
+        coord_client_error(c, identity, m, rc, 0,
                 "upload %s: chunk of %zu bytes at offset %" PRIu64 " refused (%" PRIu64
                 " of %" PRIu64 " bytes received): %s; the upload is abandoned",
                 id, len, off, have, up->size, fw_err_detail());
@@ -317,14 +293,14 @@ static void s_upload_commit(coord_t *c, coord_data_t *d, zframe_t *identity, con
     if (!up) return;
     uint64_t got = fw_store_upload_received(up->u);
     if (got != up->size) {
-        s_error(c, identity, m, FW_EPROTO, 0,
+        coord_client_error(c, identity, m, FW_EPROTO, 0,
                 "upload %s: commit after %" PRIu64 " of %" PRIu64 " bytes; send the rest first", id,
                 got, up->size);
         return; /* still usable: the client may send the missing chunks */
     }
     int rc = fw_store_upload_commit(&up->u, want);
     if (rc < 0) {
-        s_error(c, identity, m, rc, 0, "upload %s: %s; nothing was stored", id, fw_err_detail());
+        coord_client_error(c, identity, m, rc, 0, "upload %s: %s; nothing was stored", id, fw_err_detail());
         zhashx_delete(d->uploads, id);
         return;
     }
@@ -344,14 +320,14 @@ static void s_blob_read(coord_t *c, coord_data_t *d, zframe_t *identity, const f
     if (max == 0 || max > S_CHUNK_MAX) max = S_CHUNK_DEFAULT;
     char *buf = malloc(max);
     if (!buf) {
-        s_error(c, identity, m, FW_ENOMEM, 0, "out of memory");
+        coord_client_error(c, identity, m, FW_ENOMEM, 0, "out of memory");
         return;
     }
     size_t got = 0;
     uint64_t size = 0;
     int rc = fw_store_read_chunk(d->store, digest, off, buf, max, &got, &size);
     if (rc < 0) {
-        s_error(c, identity, m, rc, 0, "blob %.80s: %s", digest, fw_err_detail());
+        coord_client_error(c, identity, m, rc, 0, "blob %.80s: %s", digest, fw_err_detail());
         free(buf);
         return;
     }
@@ -362,7 +338,7 @@ static void s_blob_read(coord_t *c, coord_data_t *d, zframe_t *identity, const f
         fw_msg_set_bin_f(r, FW_F_BLOB_DATA_data, buf, got);
         fw_msg_set_uint_f(r, FW_F_BLOB_DATA_size, size);
         if (off + got >= size) fw_msg_set_bool_f(r, FW_F_BLOB_DATA_eof, true);
-        s_send(c, identity, r);
+        coord_client_send(c, identity, r);
         fw_msg_destroy(&r);
     }
     free(buf);
@@ -432,14 +408,14 @@ static void s_dataset_list(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
     const char *name = fw_msg_get_str_f(m, FW_F_DATASET_LIST_name);
     if (name && !name[0]) name = NULL;
     if (name && !s_name_ok(name)) {
-        s_error(c, identity, m, FW_EINVAL, 0, "dataset name '%.128s': 1-128 of [A-Za-z0-9._-]",
+        coord_client_error(c, identity, m, FW_EINVAL, 0, "dataset name '%.128s': 1-128 of [A-Za-z0-9._-]",
                 name);
         return;
     }
     json_t *arr = NULL;
     int rc = s_read(c, name, !name, &arr);
     if (rc < 0) {
-        s_error(c, identity, m, rc, 1000, "reading datasets from etcd: %s", fw_err_detail());
+        coord_client_error(c, identity, m, rc, 1000, "reading datasets from etcd: %s", fw_err_detail());
         return;
     }
     s_reply_doc(c, identity, m, FW_MSG_DATASET_LIST_REPLY, arr, -1);
@@ -449,14 +425,14 @@ static void s_dataset_get(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
     const char *name = fw_msg_get_str_f(m, FW_F_DATASET_GET_name);
     uint64_t ver = fw_msg_get_uint_f(m, FW_F_DATASET_GET_version);
     if (!s_name_ok(name)) {
-        s_error(c, identity, m, FW_EINVAL, 0, "dataset name '%.128s': 1-128 of [A-Za-z0-9._-]",
+        coord_client_error(c, identity, m, FW_EINVAL, 0, "dataset name '%.128s': 1-128 of [A-Za-z0-9._-]",
                 name);
         return;
     }
     json_t *arr = NULL;
     int rc = s_read(c, name, false, &arr);
     if (rc < 0) {
-        s_error(c, identity, m, rc, 1000, "reading dataset %s from etcd: %s", name,
+        coord_client_error(c, identity, m, rc, 1000, "reading dataset %s from etcd: %s", name,
                 fw_err_detail());
         return;
     }
@@ -469,10 +445,10 @@ static void s_dataset_get(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
     }
     if (!found) {
         if (ver)
-            s_error(c, identity, m, FW_ENOTFOUND, 0, "dataset %s@%" PRIu64 ": not found%s", name,
+            coord_client_error(c, identity, m, FW_ENOTFOUND, 0, "dataset %s@%" PRIu64 ": not found%s", name,
                     ver, n ? "" : " (no such dataset)");
         else
-            s_error(c, identity, m, FW_ENOTFOUND, 0, "dataset %s: not found", name);
+            coord_client_error(c, identity, m, FW_ENOTFOUND, 0, "dataset %s: not found", name);
         json_decref(arr);
         return;
     }
@@ -499,12 +475,12 @@ static void s_dataset_register(coord_t *c, coord_data_t *d, zframe_t *identity, 
     const char *rtext = fw_msg_get_str_f(m, FW_F_DATASET_REGISTER_report);
     const char *ltext = fw_msg_get_str_f(m, FW_F_DATASET_REGISTER_lineage);
     if (!s_name_ok(name)) {
-        s_error(c, identity, m, FW_EINVAL, 0,
+        coord_client_error(c, identity, m, FW_EINVAL, 0,
                 "dataset name '%.128s': 1-128 of [A-Za-z0-9._-], not starting with '.'", name);
         return;
     }
     if (!fw_digest_valid(digest)) {
-        s_error(c, identity, m, FW_EINVAL, 0, "digest '%.80s': expected sha256:<64 hex>", digest);
+        coord_client_error(c, identity, m, FW_EINVAL, 0, "digest '%.80s': expected sha256:<64 hex>", digest);
         return;
     }
     json_t *report = json_loads(rtext, 0, NULL);
@@ -512,17 +488,17 @@ static void s_dataset_register(coord_t *c, coord_data_t *d, zframe_t *identity, 
     json_t *parents = json_array();
     json_t *rec = NULL, *existing = NULL, *all = NULL;
     if (!json_is_object(report)) {
-        s_error(c, identity, m, FW_EINVAL, 0, "report: expected a JSON object");
+        coord_client_error(c, identity, m, FW_EINVAL, 0, "report: expected a JSON object");
         goto done;
     }
     if (!json_is_object(lineage)) {
-        s_error(c, identity, m, FW_EINVAL, 0, "lineage: expected a JSON object");
+        coord_client_error(c, identity, m, FW_EINVAL, 0, "lineage: expected a JSON object");
         goto done;
     }
     const char *ptext = fw_msg_get_str_f(m, FW_F_DATASET_REGISTER_parents);
     json_t *pl = ptext && ptext[0] ? json_loads(ptext, 0, NULL) : json_array();
     if (!json_is_array(pl) || json_array_size(pl) > S_PARENTS_MAX) {
-        s_error(c, identity, m, FW_EINVAL, 0,
+        coord_client_error(c, identity, m, FW_EINVAL, 0,
                 "parents: expected a JSON array of at most %d "
                 "NAME@VERSION strings",
                 S_PARENTS_MAX);
@@ -532,7 +508,7 @@ static void s_dataset_register(coord_t *c, coord_data_t *d, zframe_t *identity, 
     for (size_t i = 0; i < json_array_size(pl); i++) {
         const char *ref = json_string_value(json_array_get(pl, i));
         if (!ref || !s_ref_ok(ref)) {
-            s_error(c, identity, m, FW_EINVAL, 0, "parents[%zu] '%.160s': expected NAME@VERSION", i,
+            coord_client_error(c, identity, m, FW_EINVAL, 0, "parents[%zu] '%.160s': expected NAME@VERSION", i,
                     ref ? ref : "");
             json_decref(pl);
             goto done;
@@ -543,13 +519,13 @@ static void s_dataset_register(coord_t *c, coord_data_t *d, zframe_t *identity, 
     fw_store_stat st;
     int rc = fw_store_stat_blob(d->store, digest, &st);
     if (rc < 0) {
-        s_error(c, identity, m, rc, 0, "blob %s is not in the artifact store: upload it first (%s)",
+        coord_client_error(c, identity, m, rc, 0, "blob %s is not in the artifact store: upload it first (%s)",
                 digest, fw_err_detail());
         goto done;
     }
     rc = s_read(c, name, false, &all);
     if (rc < 0) {
-        s_error(c, identity, m, rc, 1000, "reading dataset %s from etcd: %s", name,
+        coord_client_error(c, identity, m, rc, 1000, "reading dataset %s from etcd: %s", name,
                 fw_err_detail());
         goto done;
     }
@@ -591,7 +567,7 @@ static void s_dataset_register(coord_t *c, coord_data_t *d, zframe_t *identity, 
     json_decref(audit);
     fw_etcd_txn *txn = c->L.election ? fw_etcd_election_txn(c->L.election) : NULL;
     if (!val || !aval || !txn) {
-        s_error(c, identity, m, txn ? FW_ENOMEM : FW_ENOTLEADER, txn ? 0 : 500, "%s",
+        coord_client_error(c, identity, m, txn ? FW_ENOMEM : FW_ENOTLEADER, txn ? 0 : 500, "%s",
                 txn ? "out of memory" : "leadership is changing; retry");
         free(val);
         free(aval);
@@ -615,9 +591,9 @@ static void s_dataset_register(coord_t *c, coord_data_t *d, zframe_t *identity, 
         s_reply_doc(c, identity, m, FW_MSG_DATASET_REGISTER_REPLY, json_incref(rec), 0);
     } else if (fenced) {
         coord_leader_step_down(c, "dataset txn fenced");
-        s_error(c, identity, m, FW_ENOTLEADER, 500, "leadership moved; retry");
+        coord_client_error(c, identity, m, FW_ENOTLEADER, 500, "leadership moved; retry");
     } else {
-        s_error(c, identity, m, rc, rc == FW_ECONFLICT ? 200 : 1000,
+        coord_client_error(c, identity, m, rc, rc == FW_ECONFLICT ? 200 : 1000,
                 "registering %s@%" PRIu64 ": %s", name, ver,
                 rc == FW_ECONFLICT ? "the version was taken concurrently; retry" : fw_err_detail());
     }

@@ -5,6 +5,7 @@
 #include "fw_test.h"
 #include "fw_time.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -22,6 +23,10 @@ static void test_errors(void) {
     fw_err_set(FW_EIO, "disk full");
     fw_err_set(FW_EIO, "saving %s: %s", "ckpt-10", fw_err_detail());
     CHECK_EQ_STR(fw_err_detail(), "saving ckpt-10: disk full");
+    CHECK_EQ_INT(fw_err_from_errno(ENOENT), FW_ENOTFOUND);
+    CHECK_EQ_INT(fw_err_from_errno(ENOSPC), FW_ERESOURCE);
+    CHECK_EQ_INT(fw_err_from_errno(EACCES), FW_EPERM);
+    CHECK_EQ_INT(fw_err_from_errno(EBADF), FW_EIO);
 }
 
 static void *s_thread(void *arg) {
