@@ -9,7 +9,10 @@
 #include "fw_err.h"
 #include "fw_log.h"
 
+#include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char *s_check_endpoint(const char *text) {
     if (strncmp(text, "http://", 7) != 0 && strncmp(text, "https://", 8) != 0)
@@ -70,4 +73,27 @@ int fw_common_opts_apply_logging(const fw_config *cfg) {
         return fw_err_set(FW_EIO, "log.file %s: cannot open for appending", file);
     fw_config_log_warnings(cfg);
     return 0;
+}
+
+fw_config *fw_daemon_config(const char *prog, const char *summary, const fw_opt *opts, int argc,
+                            char **argv, int *exit_code) {
+    for (int fd = open("/dev/null", O_RDWR); fd >= 0 && fd <= 2; fd = open("/dev/null", O_RDWR)) {
+    }
+    *exit_code = 2;
+    fw_config *cfg = fw_config_new(prog, summary);
+    int rc = !cfg ? -1 : fw_config_add(cfg, fw_common_opts);
+    if (rc >= 0) rc = fw_config_add(cfg, opts);
+    if (rc >= 0) rc = fw_config_load(cfg, argc, argv, NULL);
+    if (rc == FW_CONFIG_HELP) {
+        fw_config_write_help(cfg, stdout);
+        *exit_code = 0;
+    } else if (rc < 0) {
+        fprintf(stderr, "%s: %s\n", prog, fw_err_detail());
+    } else if (fw_config_argc(cfg) > 0) {
+        fprintf(stderr, "%s: unexpected argument '%s' (see --help)\n", prog, fw_config_arg(cfg, 0));
+    } else {
+        return cfg;
+    }
+    fw_config_destroy(&cfg);
+    return NULL;
 }

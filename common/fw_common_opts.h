@@ -20,4 +20,13 @@ extern const fw_opt fw_common_opts[];
  * be opened (detail names it). */
 int fw_common_opts_apply_logging(const fw_config *cfg);
 
+/* The start of every daemon's main(): make sure descriptors 0-2 exist (so
+ * no socket or task pipe lands on them), then build a config of the common
+ * options plus `opts`, load it from flags, the environment and the file, and
+ * refuse positional arguments. Returns the config, or NULL with *exit_code
+ * set: 0 when --help was given (help printed on stdout), 2 on an error
+ * (printed on stderr as "<prog>: <detail>"). */
+fw_config *fw_daemon_config(const char *prog, const char *summary, const fw_opt *opts, int argc,
+                            char **argv, int *exit_code);
+
 #endif

@@ -453,39 +453,21 @@ static int s_setup(coord_t *c) {
 }
 
 int main(int argc, char **argv) {
-    /* Sockets and pipes must never land on 0-2 (a stray write to "stderr"
-     * would hit them): make sure the standard descriptors exist. */
-    for (int fd = open("/dev/null", O_RDWR); fd >= 0 && fd <= 2; fd = open("/dev/null", O_RDWR)) {
-    }
     /* Our own handler (a self-pipe in the loop), not czmq's: zloop and the
      * worker threads must not see zsys_interrupted mid-way. */
     zsys_handler_set(NULL);
-    fw_config *cfg = fw_config_new("flywheel-coordinator",
-                                   "The Flywheel coordinator: one of several, elected through "
-                                   "etcd; the leader keeps jobs and tasks in etcd, schedules them "
-                                   "onto agents and serves clients.");
-    if (!cfg || fw_config_add(cfg, fw_common_opts) < 0 || fw_config_add(cfg, coord_opts) < 0) {
-        fprintf(stderr, "flywheel-coordinator: %s\n", fw_err_detail());
-        fw_config_destroy(&cfg);
-        return 2;
-    }
-    int rc = fw_config_load(cfg, argc, argv, NULL);
-    if (rc == FW_CONFIG_HELP) {
-        fw_config_write_help(cfg, stdout);
-        fw_config_destroy(&cfg);
-        return 0;
-    }
+    int rc;
+    fw_config *cfg = fw_daemon_config(
+        "flywheel-coordinator",
+        "The Flywheel coordinator: one of several, elected through etcd; the leader keeps jobs "
+        "and tasks in etcd, schedules them onto agents and serves clients.",
+        coord_opts, argc, argv, &rc);
+    if (!cfg) return rc;
     static coord_t coord; /* one per process; static keeps it off the stack */
     coord_t *c = &coord;
     c->cfg = cfg;
-    if (rc < 0 || coord_opts_read(cfg, &c->o) < 0) {
+    if (coord_opts_read(cfg, &c->o) < 0) {
         fprintf(stderr, "flywheel-coordinator: %s\n", fw_err_detail());
-        fw_config_destroy(&cfg);
-        return 2;
-    }
-    if (fw_config_argc(cfg) > 0) {
-        fprintf(stderr, "flywheel-coordinator: unexpected argument '%s' (see --help)\n",
-                fw_config_arg(cfg, 0));
         fw_config_destroy(&cfg);
         return 2;
     }
