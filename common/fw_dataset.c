@@ -28,11 +28,13 @@
  *      sorted, numbers and strings are re-serialised by one jansson call, no
  *      clock, locale or hash-table order enters a line.
  *
- * The validation follows the engine's record rules (agent/engine/data.c,
- * agent/engine/cli_eval.c) and uses the same reason texts, so a line the
- * engine would refuse is refused here first, with the same words. The one
- * difference is deliberate: an empty "text" or "completion" is a valid record
- * with nothing in it (counted as empty and dropped), not a bad line.
+ * fw_dataset_check_record() is the one validator of record shapes: the
+ * engine's fw_data_tokenize_record() (agent/engine/data.c) calls it in TRAIN
+ * mode, ingestion in INGEST mode, so a line the engine would refuse is refused
+ * here first, with the same words. The choice shape follows the engine's eval
+ * rules (agent/engine/cli_eval.c). INGEST differs from TRAIN deliberately: it
+ * accepts choice records, and an empty "text" or "completion" is a valid
+ * record with nothing in it (counted as empty and dropped), not a bad line.
  *
  * The split decides each record's side from SHA-256(seed || content digest)
  * alone. A record therefore stays on its side when other records are added,
@@ -245,10 +247,9 @@ static int s_clean(s_stats *st, json_t *in, s_edge edge, json_t **out) {
 }
 
 /* ------------------------------------------------------------------ */
-/* Shapes: validation with the engine's reason texts, the canonical
- * content object, and the cleaned record. */
-
-typedef enum { S_TEXT, S_COMPLETION, S_CHAT, S_CHOICE } s_shape;
+/* Shapes: fw_dataset_check_record(), the one validator (the engine's
+ * fw_data_tokenize_record() calls it too), the canonical content object, and
+ * the cleaned record. */
 
 static int s_role_ok(const char *r, size_t len) {
     if (len == 0 || len > FW_DATASET_ROLE_MAX) return 0;
@@ -314,30 +315,35 @@ static int s_check_choice(json_t *root) {
     return 0;
 }
 
-/* The record's shape, or FW_EINVAL with the reason. */
-static int s_shape_of(json_t *root, s_shape *shape) {
+int fw_dataset_check_record(json_t *root, fw_dataset_check mode, fw_dataset_shape *shape) {
+    if (!shape) return fw_err_set(FW_EINVAL, "check record: NULL argument");
     if (!json_is_object(root)) return fw_err_set(FW_EINVAL, "not a JSON object");
+    /* For training "choices" is just another key: the engine does not score. */
+    const int train = mode == FW_DATASET_CHECK_TRAIN;
     json_t *text = json_object_get(root, "text"), *msgs = json_object_get(root, "messages");
     json_t *prompt = json_object_get(root, "prompt"), *comp = json_object_get(root, "completion");
-    json_t *choices = json_object_get(root, "choices");
+    json_t *choices = train ? NULL : json_object_get(root, "choices");
     int shapes = (text != NULL) + (msgs != NULL) + (prompt || comp || choices);
     if (shapes == 0)
-        return fw_err_set(FW_EINVAL, "no \"text\", \"prompt\"+\"completion\", "
-                                     "\"prompt\"+\"choices\"+\"answer\" or \"messages\" key");
+        return fw_err_set(FW_EINVAL, "no \"text\", \"prompt\"+\"completion\"%s or \"messages\" key",
+                          train ? "" : ", \"prompt\"+\"choices\"+\"answer\"");
     if (shapes > 1 || (comp && choices))
-        return fw_err_set(FW_EINVAL, "ambiguous record: more than one of \"text\", "
-                                     "\"prompt\"/\"completion\", \"choices\", \"messages\"");
+        return fw_err_set(FW_EINVAL,
+                          "ambiguous record: more than one of \"text\", "
+                          "\"prompt\"/\"completion\", %s\"messages\"",
+                          train ? "" : "\"choices\", ");
     if (text) {
         if (!json_is_string(text)) return fw_err_set(FW_EINVAL, "\"text\" is not a string");
-        *shape = S_TEXT;
+        if (train && json_string_length(text) == 0) return fw_err_set(FW_EINVAL, "empty text");
+        *shape = FW_DATASET_SHAPE_TEXT;
         return 0;
     }
     if (msgs) {
-        *shape = S_CHAT;
+        *shape = FW_DATASET_SHAPE_CHAT;
         return s_check_messages(msgs);
     }
     if (choices) {
-        *shape = S_CHOICE;
+        *shape = FW_DATASET_SHAPE_CHOICE;
         return s_check_choice(root);
     }
     if (!prompt || !comp)
@@ -346,19 +352,20 @@ static int s_shape_of(json_t *root, s_shape *shape) {
     if (!json_is_string(prompt) || !json_is_string(comp))
         return fw_err_set(FW_EINVAL, "\"%s\" is not a string",
                           json_is_string(prompt) ? "completion" : "prompt");
-    *shape = S_COMPLETION;
+    if (train && json_string_length(comp) == 0) return fw_err_set(FW_EINVAL, "empty completion");
+    *shape = FW_DATASET_SHAPE_COMPLETION;
     return 0;
 }
 
-static int s_is_shape_key(s_shape shape, const char *k) {
+static int s_is_shape_key(fw_dataset_shape shape, const char *k) {
     switch (shape) {
-    case S_TEXT:
+    case FW_DATASET_SHAPE_TEXT:
         return strcmp(k, "text") == 0;
-    case S_COMPLETION:
+    case FW_DATASET_SHAPE_COMPLETION:
         return strcmp(k, "prompt") == 0 || strcmp(k, "completion") == 0;
-    case S_CHAT:
+    case FW_DATASET_SHAPE_CHAT:
         return strcmp(k, "messages") == 0;
-    case S_CHOICE:
+    case FW_DATASET_SHAPE_CHOICE:
         return strcmp(k, "prompt") == 0 || strcmp(k, "choices") == 0 || strcmp(k, "answer") == 0;
     }
     return 0;
@@ -366,14 +373,14 @@ static int s_is_shape_key(s_shape shape, const char *k) {
 
 /* A new object holding only the shape's keys (messages reduced to role and
  * content): what the content digest hashes. NULL on out of memory. */
-static json_t *s_content(json_t *rec, s_shape shape) {
+static json_t *s_content(json_t *rec, fw_dataset_shape shape) {
     json_t *c = json_object();
     if (!c) return NULL;
     const char *k;
     json_t *v;
     json_object_foreach(rec, k, v) {
         if (!s_is_shape_key(shape, k)) continue;
-        if (shape == S_CHAT) {
+        if (shape == FW_DATASET_SHAPE_CHAT) {
             json_t *arr = json_array();
             if (!arr || json_object_set_new(c, k, arr)) goto fail;
             size_t i;
@@ -393,7 +400,7 @@ fail:
     return NULL;
 }
 
-static int s_digest_of(json_t *rec, s_shape shape, fw_digest *d) {
+static int s_digest_of(json_t *rec, fw_dataset_shape shape, fw_digest *d) {
     json_t *c = s_content(rec, shape);
     char *s = c ? json_dumps(c, S_JSON_FLAGS) : NULL;
     json_decref(c);
@@ -413,7 +420,7 @@ static int s_set_clean(s_stats *st, json_t *obj, const char *key, json_t *v, s_e
 }
 
 /* The cleaned record of a valid root; *empty when its content is blank. */
-static int s_build(s_stats *st, json_t *root, s_shape shape, json_t **out, int *empty) {
+static int s_build(s_stats *st, json_t *root, fw_dataset_shape shape, json_t **out, int *empty) {
     json_t *rec = json_object();
     if (!rec) return fw_err_set(FW_ENOMEM, "dataset: out of memory");
     int rc = 0;
@@ -424,17 +431,17 @@ static int s_build(s_stats *st, json_t *root, s_shape shape, json_t **out, int *
         if (!st->o->drop_extra_keys && json_object_set(rec, k, v)) goto nomem;
     }
     *empty = 0;
-    if (shape == S_TEXT) {
+    if (shape == FW_DATASET_SHAPE_TEXT) {
         rc = s_set_clean(st, rec, "text", json_object_get(root, "text"), S_TRIM);
         json_t *t = json_object_get(rec, "text");
         *empty = !rc && s_blank(json_string_value(t), json_string_length(t));
-    } else if (shape == S_COMPLETION) {
+    } else if (shape == FW_DATASET_SHAPE_COMPLETION) {
         rc = s_set_clean(st, rec, "prompt", json_object_get(root, "prompt"), S_EDGES);
         if (!rc)
             rc = s_set_clean(st, rec, "completion", json_object_get(root, "completion"), S_EDGES);
         json_t *c = json_object_get(rec, "completion");
         *empty = !rc && s_blank(json_string_value(c), json_string_length(c));
-    } else if (shape == S_CHAT) {
+    } else if (shape == FW_DATASET_SHAPE_CHAT) {
         json_t *msgs = json_object_get(root, "messages"), *arr = json_array(), *m;
         if (!arr || json_object_set_new(rec, "messages", arr)) goto nomem;
         size_t i;
@@ -448,7 +455,7 @@ static int s_build(s_stats *st, json_t *root, s_shape shape, json_t **out, int *
             json_t *c = json_object_get(e, "content");
             *empty &= s_blank(json_string_value(c), json_string_length(c));
         }
-    } else { /* S_CHOICE: a record to score, never empty (choices are non-empty) */
+    } else { /* FW_DATASET_SHAPE_CHOICE: a record to score, never empty (choices are non-empty) */
         rc = s_set_clean(st, rec, "prompt", json_object_get(root, "prompt"), S_EDGES);
         json_t *arr = json_array(), *ch;
         if (!arr || json_object_set_new(rec, "choices", arr)) goto nomem;
@@ -557,7 +564,7 @@ static int s_write(s_ingest *g, const void *data, size_t len) {
 }
 
 /* One valid parsed record: clean, drop if empty or seen, else write. */
-static int s_accept(s_ingest *g, json_t *root, s_shape shape) {
+static int s_accept(s_ingest *g, json_t *root, fw_dataset_shape shape) {
     fw_dataset_report *rep = g->rep;
     s_stats st = {.o = &g->o};
     json_t *rec = NULL;
@@ -632,9 +639,9 @@ static int s_jsonl_line(s_ingest *g, const char *line, size_t len, int too_long,
         snprintf(why, sizeof why, "invalid JSON at column %d: %s", jerr.column, jerr.text);
         return s_reject(g, lineno, why);
     }
-    s_shape shape;
+    fw_dataset_shape shape;
     fw_err_clear();
-    int rc = s_shape_of(root, &shape);
+    int rc = fw_dataset_check_record(root, FW_DATASET_CHECK_INGEST, &shape);
     if (rc == FW_EINVAL)
         rc = s_reject(g, lineno, fw_err_detail());
     else if (!rc)
@@ -677,7 +684,7 @@ static int s_para_flush(s_ingest *g, s_para *p) {
     if (p->bad_line) return s_reject(g, p->bad_line, p->why);
     json_t *root = json_pack("{ss#}", "text", p->buf ? p->buf : "", p->len);
     if (!root) return fw_err_set(FW_ENOMEM, "dataset: out of memory");
-    int rc = s_accept(g, root, S_TEXT);
+    int rc = s_accept(g, root, FW_DATASET_SHAPE_TEXT);
     json_decref(root);
     return rc;
 }
@@ -948,8 +955,8 @@ int fw_dataset_record_digest(const char *json, size_t len, fw_digest *out) {
     json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
         return fw_err_set(FW_EINVAL, "invalid JSON at column %d: %s", jerr.column, jerr.text);
-    s_shape shape;
-    int rc = s_shape_of(root, &shape);
+    fw_dataset_shape shape;
+    int rc = fw_dataset_check_record(root, FW_DATASET_CHECK_INGEST, &shape);
     if (!rc) rc = s_digest_of(root, shape, out);
     json_decref(root);
     return rc;

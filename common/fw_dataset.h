@@ -30,6 +30,7 @@
 
 #include "fw_digest.h"
 
+#include <jansson.h> /* fw_dataset_check_record(): callers link jansson themselves */
 #include <stddef.h>
 #include <stdint.h>
 
@@ -52,7 +53,30 @@ typedef enum {
     FW_DATASET_WS_KEEP,          /* only line endings (\r\n, \r -> \n); for code */
 } fw_dataset_ws;
 
-#define FW_DATASET_ROLE_MAX 32 /* same bound as the engine (agent/engine/data.c) */
+#define FW_DATASET_ROLE_MAX 32 /* longest chat role (the engine sizes "<|role|>" by it) */
+
+typedef enum {
+    FW_DATASET_SHAPE_TEXT = 0,
+    FW_DATASET_SHAPE_COMPLETION,
+    FW_DATASET_SHAPE_CHAT,
+    FW_DATASET_SHAPE_CHOICE,
+} fw_dataset_shape;
+
+typedef enum {
+    FW_DATASET_CHECK_INGEST = 0, /* the four shapes; an empty "text" / "completion" is valid */
+    FW_DATASET_CHECK_TRAIN,      /* what the engine trains on: no choice shape ("choices" is an
+                                  * extra key), an empty "text" / "completion" is refused */
+} fw_dataset_check;
+
+/* The one validator of record shapes: ingestion runs it in INGEST mode and
+ * the engine (fw_data_tokenize_record) in TRAIN mode before tokenising, so
+ * both refuse a record with the same words. root is the parsed line (UTF-8
+ * and JSON syntax are the caller's). 0 with *shape set, or FW_EINVAL with the
+ * reason as detail ("\"text\" is not a string", "messages[2].role is
+ * missing", ...; docs/datasets.md lists them). Everything the shape's keys
+ * promise is checked: their types, chat roles and an assistant turn, choices
+ * and answer, so a caller may then read them without checking again. */
+int fw_dataset_check_record(json_t *root, fw_dataset_check mode, fw_dataset_shape *shape);
 
 typedef struct {
     fw_dataset_format format;

@@ -14,7 +14,9 @@
  *    Every piece is encoded separately, so the mask boundary is a token
  *    boundary and a prompt is encoded exactly as it will be at inference.
  *    Extra keys are ignored; a record that matches two shapes is ambiguous
- *    and rejected, as are wrong types, empty text, invalid UTF-8.
+ *    and rejected, as are wrong types, empty text, invalid UTF-8. The shape
+ *    checks are fw_dataset_check_record() (common/fw_dataset.c), the same
+ *    ones dataset ingestion runs, so this file only tokenises what passed.
  *
  * 2. Shards. fw_data_tokenize() streams a JSONL file line by line into a
  *    shard, written through fw_file_atomic (.new + fsync + rename + fsync
@@ -52,6 +54,7 @@
  *    where that token's mask is 0. */
 #include "data.h"
 
+#include "fw_dataset.h"
 #include "fw_err.h"
 #include "fw_utf8.h"
 #include "fw_fault.h"
@@ -75,7 +78,6 @@
 #define FW_SHARD_MAGIC   "FWSHARD\0"
 #define FW_SHARD_VERSION 1u
 #define FW_SHARD_HDR     96
-#define FW_DATA_ROLE_MAX 32
 
 /* ---- checksum -------------------------------------------------------- */
 
@@ -253,40 +255,15 @@ static int s_encode_push(s_toks *t, const fw_tokenizer *tok, const char *s, size
     return rc;
 }
 
-static int s_role_ok(const char *r, size_t len) {
-    if (len == 0 || len > FW_DATA_ROLE_MAX) return 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = r[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-'))
-            return 0;
-    }
-    return 1;
-}
-
+/* A chat record's turns, already checked by fw_dataset_check_record(). */
 static int s_record_messages(json_t *msgs, const fw_tokenizer *tok, s_toks *t, int *last_asst) {
-    if (!json_is_array(msgs)) return fw_err_set(FW_EINVAL, "\"messages\" is not an array");
-    size_t nm = json_array_size(msgs);
-    if (nm == 0) return fw_err_set(FW_EINVAL, "\"messages\" is empty");
-    int assistant_turns = 0;
-    for (size_t i = 0; i < nm; i++) {
-        json_t *m = json_array_get(msgs, i);
-        if (!json_is_object(m)) return fw_err_set(FW_EINVAL, "messages[%zu] is not an object", i);
-        json_t *role = json_object_get(m, "role"), *content = json_object_get(m, "content");
-        if (!json_is_string(role))
-            return fw_err_set(FW_EINVAL, "messages[%zu].role is %s", i,
-                              role ? "not a string" : "missing");
-        if (!json_is_string(content))
-            return fw_err_set(FW_EINVAL, "messages[%zu].content is %s", i,
-                              content ? "not a string" : "missing");
-        const char *r = json_string_value(role);
-        size_t rl = json_string_length(role);
-        if (!s_role_ok(r, rl))
-            return fw_err_set(FW_EINVAL, "messages[%zu].role must be 1-%d of [A-Za-z0-9_-]", i,
-                              FW_DATA_ROLE_MAX);
+    size_t i;
+    json_t *m;
+    json_array_foreach(msgs, i, m) {
+        const char *r = json_string_value(json_object_get(m, "role"));
+        json_t *content = json_object_get(m, "content");
         int asst = strcmp(r, "assistant") == 0;
-        assistant_turns += asst;
-        char head[FW_DATA_ROLE_MAX + 8];
+        char head[FW_DATASET_ROLE_MAX + 8];
         int hl = snprintf(head, sizeof head, "<|%s|>\n", r);
         char what[48];
         snprintf(what, sizeof what, "messages[%zu]", i);
@@ -298,8 +275,6 @@ static int s_record_messages(json_t *msgs, const fw_tokenizer *tok, s_toks *t, i
         if (rc) return rc;
         *last_asst = asst;
     }
-    if (!assistant_turns)
-        return fw_err_set(FW_EINVAL, "\"messages\" has no assistant turn (nothing to learn)");
     return 0;
 }
 
@@ -320,46 +295,33 @@ int fw_data_tokenize_record(const char *json, size_t len, const fw_tokenizer *to
     if (!root)
         return fw_err_set(FW_EINVAL, "invalid JSON at column %d: %s", jerr.column, jerr.text);
     s_toks t = {0};
-    int rc = 0;
-    json_t *text = json_object_get(root, "text"), *prompt = json_object_get(root, "prompt");
-    json_t *comp = json_object_get(root, "completion"), *msgs = json_object_get(root, "messages");
-    int shapes = (text != NULL) + (prompt || comp) + (msgs != NULL);
     uint8_t eot_mask = 1;
-    if (!json_is_object(root)) {
-        rc = fw_err_set(FW_EINVAL, "not a JSON object");
-    } else if (shapes == 0) {
-        rc = fw_err_set(FW_EINVAL, "no \"text\", \"prompt\"+\"completion\" or \"messages\" key");
-    } else if (shapes > 1) {
-        rc = fw_err_set(FW_EINVAL, "ambiguous record: more than one of \"text\", "
-                                   "\"prompt\"/\"completion\", \"messages\"");
-    } else if (text) {
-        if (!json_is_string(text))
-            rc = fw_err_set(FW_EINVAL, "\"text\" is not a string");
-        else if (json_string_length(text) == 0)
-            rc = fw_err_set(FW_EINVAL, "empty text");
-        else
+    fw_dataset_shape shape;
+    int rc = fw_dataset_check_record(root, FW_DATASET_CHECK_TRAIN, &shape);
+    if (!rc) {
+        json_t *text = json_object_get(root, "text"), *prompt = json_object_get(root, "prompt");
+        json_t *comp = json_object_get(root, "completion");
+        int last_asst = 0;
+        switch (shape) {
+        case FW_DATASET_SHAPE_TEXT:
             rc = s_encode_push(&t, tok, json_string_value(text), json_string_length(text), 1,
                                "text");
-    } else if (prompt || comp) {
-        if (!prompt || !comp)
-            rc = fw_err_set(FW_EINVAL, "\"%s\" without \"%s\"", prompt ? "prompt" : "completion",
-                            prompt ? "completion" : "prompt");
-        else if (!json_is_string(prompt) || !json_is_string(comp))
-            rc = fw_err_set(FW_EINVAL, "\"%s\" is not a string",
-                            json_is_string(prompt) ? "completion" : "prompt");
-        else if (json_string_length(comp) == 0)
-            rc = fw_err_set(FW_EINVAL, "empty completion");
-        else {
+            break;
+        case FW_DATASET_SHAPE_COMPLETION:
             rc = s_encode_push(&t, tok, json_string_value(prompt), json_string_length(prompt), 0,
                                "prompt");
             if (!rc)
                 rc = s_encode_push(&t, tok, json_string_value(comp), json_string_length(comp), 1,
                                    "completion");
+            break;
+        case FW_DATASET_SHAPE_CHAT:
+            rc = s_record_messages(json_object_get(root, "messages"), tok, &t, &last_asst);
+            eot_mask = (uint8_t)last_asst;
+            break;
+        case FW_DATASET_SHAPE_CHOICE: /* TRAIN mode never returns it; keep -Wswitch whole */
+            rc = fw_err_set(FW_EINVAL, "a choice record is not a training record");
+            break;
         }
-    } else {
-        int last_asst = 0;
-        rc = s_record_messages(msgs, tok, &t, &last_asst);
-        eot_mask = (uint8_t)last_asst;
     }
     json_decref(root);
     int32_t e = eot;
