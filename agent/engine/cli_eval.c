@@ -41,6 +41,7 @@
 #include "cli.h"
 #include "data.h"
 
+#include "fw_dataset.h"
 #include "fw_err.h"
 #include "fw_file.h"
 
@@ -315,42 +316,24 @@ static int s_add_record(s_scorer *sc, const fw_tokenizer *tok, fw_cli_jsonl *r, 
     }
     /* choice */
     json_t *choices = json_object_get(obj, "choices"), *ans = json_object_get(obj, "answer");
-    if (!json_is_array(choices) || json_array_size(choices) < 2) {
-        fw_cli_fail("%s line %zu: field \"choices\" must be an array of at least 2 strings",
-                    r->path, r->lineno);
+    fw_dataset_shape shape;
+    fw_err_clear();
+    if (fw_dataset_check_record(obj, FW_DATASET_CHECK_INGEST, &shape) != 0 ||
+        shape != FW_DATASET_SHAPE_CHOICE) {
+        fw_cli_fail("%s line %zu: %s", r->path, r->lineno,
+                    fw_err_detail()[0] ? fw_err_detail() : "not a prompt+choices+answer record");
         goto done;
     }
     size_t nch = json_array_size(choices);
-    if (nch > 1000) {
-        fw_cli_fail("%s line %zu: %zu choices, at most 1000", r->path, r->lineno, nch);
-        goto done;
-    }
     rec->chars = calloc(nch, sizeof *rec->chars);
     if (!rec->chars) {
         fw_cli_fail("out of memory");
         goto done;
     }
-    rec->answer = -1;
-    for (size_t c = 0; c < nch; c++) {
-        json_t *ch = json_array_get(choices, c);
-        if (!json_is_string(ch) || json_string_length(ch) == 0) {
-            fw_cli_fail("%s line %zu: choice %zu must be a non-empty string", r->path, r->lineno,
-                        c);
-            goto done;
-        }
-        if (json_is_string(ans) && strcmp(json_string_value(ans), json_string_value(ch)) == 0 &&
-            rec->answer < 0)
-            rec->answer = (int)c;
-    }
-    if (json_is_integer(ans) && json_integer_value(ans) >= 0 &&
-        json_integer_value(ans) < (json_int_t)nch)
-        rec->answer = (int)json_integer_value(ans);
-    if (rec->answer < 0) {
-        fw_cli_fail("%s line %zu: field \"answer\" must be a choice index 0..%zu or the text of "
-                    "one of the choices",
-                    r->path, r->lineno, nch - 1);
-        goto done;
-    }
+    /* The answer, valid by the check above: an index, or the first choice equal to it. */
+    rec->answer = json_is_integer(ans) ? (int)json_integer_value(ans) : -1;
+    for (size_t c = 0; c < nch && rec->answer < 0; c++)
+        if (json_equal(ans, json_array_get(choices, c))) rec->answer = (int)c;
     for (size_t c = 0; c < nch; c++) {
         json_t *ch = json_array_get(choices, c);
         free(cont);
