@@ -125,6 +125,20 @@ int ctl_call(ctl_t *c, fw_msg_t *req, fw_msg_t **reply);
 /* Parse the JSON `doc` field of a reply; NULL after printing an error. */
 json_t *ctl_reply_doc(ctl_t *c, const fw_msg_t *reply);
 
+/* Blob transfer with the leader's artifact store (ctl_blob.c). The reader
+ * fills buf with up to max bytes from offset off (*n; 0 or a negative fw_err
+ * with a detail); the writer takes n bytes at off of a blob of `size` bytes
+ * (also called once with n == 0 for an empty blob). Both print their errors
+ * ("flywheelctl: <what>: ...") and return 0 or -1. */
+typedef int(ctl_blob_read_fn)(void *arg, uint64_t off, void *buf, size_t max, size_t *n);
+typedef int(ctl_blob_write_fn)(void *arg, uint64_t size, uint64_t off, const void *data,
+                               size_t n);
+int ctl_blob_upload(ctl_t *c, const char *what, const char *digest, uint64_t size,
+                    ctl_blob_read_fn *rd, void *arg);
+/* *total gets the bytes received. The caller checks the digest. */
+int ctl_blob_download(ctl_t *c, const char *what, const char *digest, ctl_blob_write_fn *wr,
+                      void *arg, uint64_t *total);
+
 /* Print "flywheelctl: <message>\n" on stderr; returns CTL_EXIT_ERROR. */
 int ctl_errorf(const ctl_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -180,6 +194,7 @@ extern const ctl_cmd_def ctl_agent_cmds[];
 extern const ctl_cmd_def ctl_job_cmds[];
 extern const ctl_cmd_def ctl_task_cmds[];
 extern const ctl_cmd_def ctl_dataset_cmds[];
+extern const ctl_cmd_def ctl_model_cmds[];
 
 /* Every task of a job (state: a filter or NULL); NULL after printing the
  * error (*err: the fw_err). */

@@ -42,7 +42,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define S_CHUNK (1u << 20) /* bytes per upload chunk and per read */
 
 /* Print the error, evaluate to -1. */
 #define S_FAIL(...) (ctl_errorf(__VA_ARGS__), -1)
@@ -86,75 +85,35 @@ static json_t *s_get(ctl_t *c, const char *name, uint64_t ver) {
     return doc;
 }
 
+static int s_file_read(void *arg, uint64_t off, void *buf, size_t max, size_t *n) {
+    FILE *f = arg;
+    (void)off; /* chunks are asked for in order */
+    *n = fread(buf, 1, max, f);
+    if (*n == 0 && ferror(f)) return fw_err_set(FW_EIO, "%s", strerror(errno));
+    return 0;
+}
+
 /* Upload the file at path (size bytes, digest known) into the leader's
  * store. 0, or -1 after printing the error. */
 static int s_upload(ctl_t *c, const char *path, const char *digest, uint64_t size) {
-    fw_msg_t *req = ctl_request(c, FW_MSG_BLOB_UPLOAD_BEGIN), *reply = NULL;
-    if (!req) return -1;
-    fw_msg_set_uint(req, "size", size);
-    fw_msg_set_str(req, "digest", digest);
-    int rc = ctl_call(c, req, &reply);
-    fw_msg_destroy(&req);
-    if (rc < 0) return -1;
-    if (fw_msg_get_bool(reply, "complete")) {
-        fw_msg_destroy(&reply);
-        return 0; /* the store already holds these bytes */
-    }
-    char id[80];
-    snprintf(id, sizeof id, "%s", fw_msg_get_str(reply, "upload_id"));
-    fw_msg_destroy(&reply);
     FILE *f = fopen(path, "rb");
-    char *buf = malloc(S_CHUNK);
-    if (!f || !buf) {
-        free(buf);
-        if (f) fclose(f);
-        return S_FAIL(c, "%s: %s", path, strerror(errno));
-    }
-    uint64_t off = 0;
-    int ret = 0;
-    for (;;) {
-        size_t n = fread(buf, 1, S_CHUNK, f);
-        if (n == 0) {
-            if (ferror(f)) ret = S_FAIL(c, "reading %s: %s", path, strerror(errno));
-            break;
-        }
-        req = ctl_request(c, FW_MSG_BLOB_UPLOAD_CHUNK);
-        if (!req) {
-            ret = -1;
-            break;
-        }
-        fw_msg_set_str(req, "upload_id", id);
-        fw_msg_set_uint(req, "offset", off);
-        fw_msg_set_bin(req, "data", buf, n);
-        rc = ctl_call(c, req, &reply);
-        fw_msg_destroy(&req);
-        if (rc < 0) {
-            ret = -1;
-            break;
-        }
-        off += n;
-        uint64_t got = fw_msg_get_uint(reply, "received");
-        fw_msg_destroy(&reply);
-        if (got != off) {
-            ret = S_FAIL(c, "upload %s: the coordinator has %" PRIu64 " bytes, we sent %" PRIu64,
-                         id, got, off);
-            break;
-        }
-    }
+    if (!f) return S_FAIL(c, "%s: %s", path, strerror(errno));
+    int rc = ctl_blob_upload(c, path, digest, size, s_file_read, f);
     fclose(f);
-    free(buf);
-    if (ret < 0) return -1;
-    if (off != size)
-        return S_FAIL(c, "%s changed while uploading (%" PRIu64 " of %" PRIu64 " bytes)", path, off,
-                      size);
-    req = ctl_request(c, FW_MSG_BLOB_UPLOAD_COMMIT);
-    if (!req) return -1;
-    fw_msg_set_str(req, "upload_id", id);
-    fw_msg_set_str(req, "digest", digest);
-    rc = ctl_call(c, req, &reply);
-    fw_msg_destroy(&req);
-    fw_msg_destroy(&reply);
-    return rc < 0 ? -1 : 0;
+    return rc;
+}
+
+typedef struct {
+    FILE *f;
+    fw_digest_ctx *h;
+} s_sink;
+
+static int s_file_write(void *arg, uint64_t size, uint64_t off, const void *data, size_t n) {
+    s_sink *k = arg;
+    (void)size, (void)off;
+    if (n && (fwrite(data, 1, n, k->f) != n || fw_digest_ctx_update(k->h, data, n) < 0))
+        return fw_err_set(FW_EIO, "writing: %s", strerror(errno));
+    return 0;
 }
 
 /* Download blob `digest` into path (atomically, verified). 0 or -1 printed. */
@@ -162,46 +121,20 @@ static int s_download(ctl_t *c, const char *what, const char *digest, const char
     char part[4096];
     if (snprintf(part, sizeof part, "%s.part", path) >= (int)sizeof part)
         return S_FAIL(c, "%s: path too long", path);
-    FILE *f = fopen(part, "wb");
-    if (!f) return S_FAIL(c, "%s: %s", part, strerror(errno));
-    fw_digest_ctx *h = fw_digest_ctx_new();
-    uint64_t off = 0, size = UINT64_MAX;
-    int ret = h ? 0 : -1;
-    while (ret == 0 && off < size) {
-        fw_msg_t *req = ctl_request(c, FW_MSG_BLOB_READ), *reply = NULL;
-        if (!req) {
-            ret = -1;
-            break;
-        }
-        fw_msg_set_str(req, "digest", digest);
-        fw_msg_set_uint(req, "offset", off);
-        fw_msg_set_uint(req, "max_bytes", S_CHUNK);
-        int rc = ctl_call(c, req, &reply);
-        fw_msg_destroy(&req);
-        if (rc < 0) {
-            ret = -1;
-            break;
-        }
-        size_t n = 0;
-        const void *data = fw_msg_get_bin(reply, "data", &n);
-        size = fw_msg_get_uint(reply, "size");
-        if (fw_msg_get_uint(reply, "offset") != off || (n == 0 && off < size)) {
-            ret = S_FAIL(c,
-                         "%s: the coordinator answered offset %" PRIu64 " with %zu bytes "
-                         "(asked %" PRIu64 ")",
-                         what, fw_msg_get_uint(reply, "offset"), n, off);
-        } else if (fwrite(data, 1, n, f) != n || fw_digest_ctx_update(h, data, n) < 0) {
-            ret = S_FAIL(c, "writing %s: %s", part, strerror(errno));
-        }
-        off += n;
-        fw_msg_destroy(&reply);
+    s_sink k = {fopen(part, "wb"), fw_digest_ctx_new()};
+    if (!k.f || !k.h) {
+        if (k.f) fclose(k.f);
+        fw_digest_ctx_destroy(&k.h);
+        return S_FAIL(c, "%s: %s", part, strerror(errno));
     }
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0) ret = -1;
-    fclose(f);
+    uint64_t off = 0;
+    int ret = ctl_blob_download(c, what, digest, s_file_write, &k, &off);
+    if (fflush(k.f) != 0 || fsync(fileno(k.f)) != 0) ret = -1;
+    fclose(k.f);
     if (ret == 0) {
         fw_digest d;
         char got[FW_DIGEST_STR_SIZE];
-        fw_digest_ctx_final(h, &d);
+        fw_digest_ctx_final(k.h, &d);
         fw_digest_format(&d, got);
         if (strcmp(got, digest) != 0)
             ret = S_FAIL(c,
@@ -211,7 +144,7 @@ static int s_download(ctl_t *c, const char *what, const char *digest, const char
         else if (rename(part, path) != 0)
             ret = S_FAIL(c, "rename %s -> %s: %s", part, path, strerror(errno));
     }
-    fw_digest_ctx_destroy(&h);
+    fw_digest_ctx_destroy(&k.h);
     if (ret < 0) unlink(part);
     return ret;
 }

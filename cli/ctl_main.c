@@ -35,6 +35,7 @@ static const ctl_noun_def s_nouns[] = {
     {"job", "Jobs: submit, watch, cancel, read logs.", ctl_job_cmds},
     {"task", "Tasks: the shards or ranks of a job.", ctl_task_cmds},
     {"dataset", "Datasets: ingest, version, download and split training data.", ctl_dataset_cmds},
+    {"model", "Models: register, version, alias and download model directories.", ctl_model_cmds},
     {NULL, NULL, NULL}};
 
 static const ctl_flag_def s_global_flags[] = {

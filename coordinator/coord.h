@@ -16,6 +16,7 @@
  *   coord_agents.c  agent endpoint: registration, reconciliation, results
  *   coord_client.c  client endpoint: token auth, requests, redirects, logs
  *   coord_data.c    artifact blobs (chunked upload/read) and dataset versions
+ *   coord_models.c  the model registry: versions, aliases (docs/etcd-layout.md)
  *   coord_http.c    /healthz /readyz /metrics
  *   coord_spec.c, coord_tokens.c, coord_records.c, coord_json.c,
  *   coord_metrics.c, coord_config.c: pure helpers */
@@ -207,6 +208,13 @@ bool coord_data_serves(int msg_id);
 /* Serve one blob or dataset request (token checked, leader). Replies itself. */
 void coord_data_handle(coord_t *c, zframe_t *identity, const fw_msg_t *m,
                        const coord_token_t *tok);
+
+/* ----------------------------------------------------- coord_models.c */
+/* True for the model registry requests coord_models_handle serves. */
+bool coord_models_serves(int msg_id);
+/* Serve one MODEL_* request (token checked, leader). Replies itself. */
+void coord_models_handle(coord_t *c, zframe_t *identity, const fw_msg_t *m,
+                         const coord_token_t *tok);
 
 /* ------------------------------------------------------- coord_http.c */
 coord_http_t *coord_http_start(coord_t *c, const char *bind);

@@ -595,6 +595,10 @@ static void s_handle(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
             coord_data_handle(c, identity, m, tok);
             break;
         }
+        if (coord_models_serves(fw_msg_id(m))) {
+            coord_models_handle(c, identity, m, tok);
+            break;
+        }
         coord_client_error(c, identity, m, FW_EUNSUPPORTED, 0, "%s is not served by this coordinator",
                 fw_msg_name(m));
     }

@@ -106,3 +106,9 @@ fw_add_pytest(NAME cp_sched FILE ${CP}/cp_sched.py LABELS fault TIMEOUT 120)
 # submission socket into the shared artifact store and etcd; bad lines, idempotent re-add,
 # corrupt store copy, leader SIGKILL (the standby serves the shared store).
 fw_add_pytest(NAME cp_dataset FILE ${CP}/cp_dataset.py LABELS integration TIMEOUT 120)
+
+# The model registry (issue 6): flywheelctl model register/list/show/versions/download and
+# alias set/rm on a live cluster: idempotent versions with lineage, protected aliases (user
+# refused and audited, admin allowed), two concurrent alias sets, byte-identical download,
+# and the standby serving show/download after SIGKILL of the leader.
+fw_add_pytest(NAME cp_model FILE ${CP}/cp_model.py LABELS integration TIMEOUT 120)
