@@ -195,6 +195,7 @@ extern const ctl_cmd_def ctl_job_cmds[];
 extern const ctl_cmd_def ctl_task_cmds[];
 extern const ctl_cmd_def ctl_dataset_cmds[];
 extern const ctl_cmd_def ctl_model_cmds[];
+extern const ctl_cmd_def ctl_eval_cmds[];
 
 /* Every task of a job (state: a filter or NULL); NULL after printing the
  * error (*err: the fw_err). */

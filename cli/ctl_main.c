@@ -36,6 +36,7 @@ static const ctl_noun_def s_nouns[] = {
     {"task", "Tasks: the shards or ranks of a job.", ctl_task_cmds},
     {"dataset", "Datasets: ingest, version, download and split training data.", ctl_dataset_cmds},
     {"model", "Models: register, version, alias and download model directories.", ctl_model_cmds},
+    {"eval", "Evaluations: compare two models' per-example scores.", ctl_eval_cmds},
     {NULL, NULL, NULL}};
 
 static const ctl_flag_def s_global_flags[] = {

@@ -112,3 +112,8 @@ fw_add_pytest(NAME cp_dataset FILE ${CP}/cp_dataset.py LABELS integration TIMEOU
 # refused and audited, admin allowed), two concurrent alias sets, byte-identical download,
 # and the standby serving show/download after SIGKILL of the leader.
 fw_add_pytest(NAME cp_model FILE ${CP}/cp_model.py LABELS integration TIMEOUT 120)
+
+# flywheelctl eval compare on per-example files of two tiny models (flywheel-engine eval
+# --per-example): identical models, A vs B against the engine's summaries, determinism by
+# seed, mismatched datasets, bad files, bad flags. No cluster; about 2 s.
+fw_add_pytest(NAME cp_eval_compare FILE ${CP}/cp_eval_compare.py LABELS integration TIMEOUT 60)
