@@ -32,6 +32,7 @@
 #include "fw_proto.h"
 
 #include <czmq.h>
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -184,6 +185,10 @@ void coord_agents_stop_action(coord_t *c, coord_task_t *t, uint32_t attempt);
 int coord_client_on_readable(zloop_t *loop, zsock_t *sock, void *arg);
 /* Send a reply to a client (stamped with epoch and name); m stays the caller's. */
 void coord_client_send(coord_t *c, zframe_t *identity, fw_msg_t *m);
+/* Reply message `id` to req with doc (consumed, JSON text in its "doc"
+ * field) and "existing" when existing >= 0 (coord_data.c). */
+void coord_client_reply_doc(coord_t *c, zframe_t *identity, const fw_msg_t *req, int id,
+                            json_t *doc, int existing);
 /* Reply ERROR(code, message) to req; retry_ms > 0 tells the client to retry. */
 void coord_client_error(coord_t *c, zframe_t *identity, const fw_msg_t *req, int code,
                         uint64_t retry_ms, const char *fmt, ...)

@@ -89,8 +89,8 @@ bool coord_data_serves(int id) {
 
 /* Reply `id` with doc (consumed) in its "doc" field, plus "existing" when
  * existing >= 0. */
-static void s_reply_doc(coord_t *c, zframe_t *identity, const fw_msg_t *req, int id, json_t *doc,
-                        int existing) {
+void coord_client_reply_doc(coord_t *c, zframe_t *identity, const fw_msg_t *req, int id,
+                            json_t *doc, int existing) {
     char *txt = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
     fw_msg_t *r = txt ? fw_msg_new_reply(req, id) : NULL;
@@ -418,7 +418,7 @@ static void s_dataset_list(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
         coord_client_error(c, identity, m, rc, 1000, "reading datasets from etcd: %s", fw_err_detail());
         return;
     }
-    s_reply_doc(c, identity, m, FW_MSG_DATASET_LIST_REPLY, arr, -1);
+    coord_client_reply_doc(c, identity, m, FW_MSG_DATASET_LIST_REPLY, arr, -1);
 }
 
 static void s_dataset_get(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
@@ -454,7 +454,7 @@ static void s_dataset_get(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
     }
     json_incref(found);
     json_decref(arr);
-    s_reply_doc(c, identity, m, FW_MSG_DATASET_GET_REPLY, found, -1);
+    coord_client_reply_doc(c, identity, m, FW_MSG_DATASET_GET_REPLY, found, -1);
 }
 
 /* "NAME@VERSION" with a valid name and a version >= 1. */
@@ -540,7 +540,7 @@ static void s_dataset_register(coord_t *c, coord_data_t *d, zframe_t *identity, 
     if (existing) {
         fw_info("event=dataset-exists name=%s version=%" JSON_INTEGER_FORMAT " by=%s", name,
                 json_integer_value(json_object_get(existing, "version")), tok->name);
-        s_reply_doc(c, identity, m, FW_MSG_DATASET_REGISTER_REPLY, json_incref(existing), 1);
+        coord_client_reply_doc(c, identity, m, FW_MSG_DATASET_REGISTER_REPLY, json_incref(existing), 1);
         goto done;
     }
     uint64_t ver = maxver + 1;
@@ -588,7 +588,7 @@ static void s_dataset_register(coord_t *c, coord_data_t *d, zframe_t *identity, 
         c->last_audit_seq = (int64_t)aseq;
         fw_info("event=dataset-registered name=%s version=%" PRIu64 " digest=%s by=%s", name, ver,
                 digest, tok->name);
-        s_reply_doc(c, identity, m, FW_MSG_DATASET_REGISTER_REPLY, json_incref(rec), 0);
+        coord_client_reply_doc(c, identity, m, FW_MSG_DATASET_REGISTER_REPLY, json_incref(rec), 0);
     } else if (fenced) {
         coord_leader_step_down(c, "dataset txn fenced");
         coord_client_error(c, identity, m, FW_ENOTLEADER, 500, "leadership moved; retry");

@@ -80,24 +80,6 @@ static bool s_name_ok(const char *n) {
            n[0] != '.';
 }
 
-/* Reply MODEL_REPLY with doc (consumed), plus "existing" when existing >= 0. */
-static void s_reply(coord_t *c, zframe_t *identity, const fw_msg_t *req, json_t *doc,
-                    int existing) {
-    char *txt = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-    json_decref(doc);
-    fw_msg_t *r = txt ? fw_msg_new_reply(req, FW_MSG_MODEL_REPLY) : NULL;
-    int rc = r ? fw_msg_set_str_f(r, FW_F_MODEL_REPLY_doc, txt) : FW_ENOMEM;
-    free(txt);
-    if (rc == 0 && existing >= 0) rc = fw_msg_set_bool_f(r, FW_F_MODEL_REPLY_existing, existing);
-    if (rc < 0) {
-        fw_msg_destroy(&r);
-        coord_client_error(c, identity, req, rc, 0, "cannot build the reply: %s", fw_err_detail());
-        return;
-    }
-    coord_client_send(c, identity, r);
-    fw_msg_destroy(&r);
-}
-
 static void s_key_version(coord_t *c, const char *name, uint64_t v, char *buf, size_t size) {
     snprintf(buf, size, "%s/models/%s/versions/%08" PRIu64, c->o.etcd_prefix, name, v);
 }
@@ -446,7 +428,7 @@ static void s_register(coord_t *c, zframe_t *identity, const fw_msg_t *m,
         const char *dg = json_string_value(json_object_get(o, "digest"));
         if (dg && strcmp(dg, digest) == 0) {
             fw_info("event=model-exists name=%s version=%" PRIu64 " by=%s", name, v, tok->name);
-            s_reply(c, identity, m, json_incref(o), 1);
+            coord_client_reply_doc(c, identity, m, FW_MSG_MODEL_REPLY, json_incref(o), 1);
             goto done;
         }
     }
@@ -470,7 +452,7 @@ static void s_register(coord_t *c, zframe_t *identity, const fw_msg_t *m,
     if (rc == 0) {
         fw_info("event=model-registered name=%s version=%" PRIu64 " digest=%s parent=%s by=%s",
                 name, ver, digest, pcanon[0] ? pcanon : "-", tok->name);
-        s_reply(c, identity, m, json_incref(rec), 0);
+        coord_client_reply_doc(c, identity, m, FW_MSG_MODEL_REPLY, json_incref(rec), 0);
     } else {
         coord_client_error(c, identity, m, rc,
                            rc == FW_ECONFLICT    ? 200
@@ -521,7 +503,7 @@ static void s_list(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
         }
     }
     json_decref(models);
-    s_reply(c, identity, m, out, -1);
+    coord_client_reply_doc(c, identity, m, FW_MSG_MODEL_REPLY, out, -1);
 }
 
 static void s_get(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
@@ -547,7 +529,7 @@ static void s_get(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
                            "%s", fw_err_detail());
         return;
     }
-    s_reply(c, identity, m, rec, -1);
+    coord_client_reply_doc(c, identity, m, FW_MSG_MODEL_REPLY, rec, -1);
 }
 
 /* ------------------------------------------------------------ aliases */
@@ -641,7 +623,7 @@ static void s_alias_set(coord_t *c, zframe_t *identity, const fw_msg_t *m,
         fw_info("event=model-alias-moved alias=%s from=%s to=%s by=%s", id, from[0] ? from : "-",
                 to, tok->name);
         json_object_set_new(rec, "previous", from[0] ? json_integer(atoll(from)) : json_null());
-        s_reply(c, identity, m, json_incref(rec), -1);
+        coord_client_reply_doc(c, identity, m, FW_MSG_MODEL_REPLY, json_incref(rec), -1);
     } else {
         if (rc == FW_ECONFLICT) s_audit_refusal(c, id, from, to, tok->name, "FW_ECONFLICT");
         coord_client_error(c, identity, m, rc,
@@ -694,7 +676,7 @@ static void s_alias_rm(coord_t *c, zframe_t *identity, const fw_msg_t *m,
         fw_info("event=model-alias-removed alias=%s from=%s by=%s", id, from, tok->name);
         json_t *doc = json_pack("{s:s,s:s,s:O,s:b}", "name", name, "alias", alias, "previous",
                                 cur ? json_object_get(cur, "version") : json_null(), "removed", 1);
-        s_reply(c, identity, m, doc, -1);
+        coord_client_reply_doc(c, identity, m, FW_MSG_MODEL_REPLY, doc, -1);
     } else {
         if (rc == FW_ECONFLICT) s_audit_refusal(c, id, from, "", tok->name, "FW_ECONFLICT");
         coord_client_error(c, identity, m, rc,
