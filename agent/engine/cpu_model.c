@@ -29,6 +29,7 @@
  * runs the same kernels on just the new tokens, attending through
  * cpu_attend_one like the full forward, so both give the same numbers up to
  * the blocking of sgemm. */
+#include "acts.h"
 #include "cpu_kernels.h"
 #include "engine.h"
 
@@ -39,14 +40,6 @@
 #include <string.h>
 
 typedef struct {
-    /* layer 0 slot of each per-layer buffer; layer l at base + l * stride */
-    float *ln1, *ln1_mean, *ln1_rstd, *qkv, *atty, *lse, *res2, *ln2, *ln2_mean, *ln2_rstd, *fch,
-        *fchg, *res3;
-    int full; /* per-layer strides are non-zero */
-    float *encoded, *lnf, *lnf_mean, *lnf_rstd, *losses, *ce_lse;
-} cpu_acts;
-
-typedef struct {
     fw_model_config cfg;
     fw_param_tensor t[FW_NUM_PARAM_TENSORS];
     size_t np;
@@ -54,7 +47,7 @@ typedef struct {
 
     float *acts_buf;
     size_t acts_cap; /* floats */
-    cpu_acts a;
+    fw_acts a;
     float *logits; /* [N, Vp] */
     size_t logits_cap;
     int32_t *inputs, *targets;
@@ -69,52 +62,21 @@ typedef struct {
 typedef struct {
     cpu_be *be;
     int batch, max_len;
-    float *k, *v;     /* [L][batch][max_len][C] */
-    float *scratch;   /* per-call rows: x, ln, qkv, atty, x2, fch */
+    float *k, *v;   /* [L][batch][max_len][C] */
+    float *scratch; /* per-call rows: x, ln, qkv, atty, x2, fch */
     size_t scratch_rows;
-    float *logits;    /* [batch or 1, Vp] */
+    float *logits; /* [batch or 1, Vp] */
 } cpu_kv;
 
 /* ------------------------------------------------------------------------ */
 /* Buffers                                                                   */
 /* ------------------------------------------------------------------------ */
 
-static float *s_param(cpu_be *be, int i) { return be->params + be->t[i].offset; }
-static float *s_grad(cpu_be *be, int i) { return be->grads + be->t[i].offset; }
-
-/* Floats of activations for N rows; lays them out in *a when buf != NULL. */
-static size_t s_acts_layout(const fw_model_config *cfg, size_t N, int full, float *buf,
-                            cpu_acts *a) {
-    size_t C = (size_t)cfg->n_embd, NH = (size_t)cfg->n_head;
-    size_t L = full ? (size_t)cfg->n_layer : 1;
-    size_t off = 0;
-#define TAKE(field, n)                         \
-    do {                                       \
-        if (buf) a->field = buf + off;         \
-        off += (n);                            \
-    } while (0)
-    TAKE(encoded, N * C);
-    TAKE(ln1, L * N * C);
-    TAKE(ln1_mean, L * N);
-    TAKE(ln1_rstd, L * N);
-    TAKE(qkv, L * N * 3 * C);
-    TAKE(atty, L * N * C);
-    TAKE(lse, L * N * NH);
-    TAKE(res2, L * N * C);
-    TAKE(ln2, L * N * C);
-    TAKE(ln2_mean, L * N);
-    TAKE(ln2_rstd, L * N);
-    TAKE(fch, L * N * 4 * C);
-    TAKE(fchg, L * N * 4 * C);
-    TAKE(res3, L * N * C);
-    TAKE(lnf, N * C);
-    TAKE(lnf_mean, N);
-    TAKE(lnf_rstd, N);
-    TAKE(losses, N);
-    TAKE(ce_lse, N);
-#undef TAKE
-    if (buf) a->full = full;
-    return off;
+static float *s_param(cpu_be *be, int i) {
+    return be->params + be->t[i].offset;
+}
+static float *s_grad(cpu_be *be, int i) {
+    return be->grads + be->t[i].offset;
 }
 
 /* Grow *buf to at least n elements of `size` bytes (contents not kept). */
@@ -129,15 +91,11 @@ static int s_reserve(void **buf, size_t *cap, size_t n, size_t size, const char 
 }
 
 static int s_prepare_acts(cpu_be *be, size_t N, int full) {
-    size_t need = s_acts_layout(&be->cfg, N, full, NULL, NULL);
+    size_t need = fw_acts_layout(&be->cfg, N, full, 1, NULL, NULL);
     int rc = s_reserve((void **)&be->acts_buf, &be->acts_cap, need, sizeof(float), "activations");
     if (rc < 0) return rc;
-    s_acts_layout(&be->cfg, N, full, be->acts_buf, &be->a);
+    fw_acts_layout(&be->cfg, N, full, 1, be->acts_buf, &be->a);
     return 0;
-}
-
-static float *s_layer(const cpu_acts *a, float *base, size_t N, size_t width, int l) {
-    return a->full ? base + (size_t)l * N * width : base;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -181,7 +139,9 @@ static void cpu_destroy(void *p) {
     free(be);
 }
 
-static float *cpu_params(void *p) { return ((cpu_be *)p)->params; }
+static float *cpu_params(void *p) {
+    return ((cpu_be *)p)->params;
+}
 
 static float *cpu_grads(void *p) {
     cpu_be *be = p;
@@ -255,18 +215,22 @@ static int s_forward_body(cpu_be *be, int B, int T) {
     const fw_model_config *cfg = &be->cfg;
     int L = cfg->n_layer, C = cfg->n_embd, NH = cfg->n_head, N = B * T;
     size_t n = (size_t)N;
-    cpu_acts *a = &be->a;
+    fw_acts *a = &be->a;
     cpu_encoder_forward(a->encoded, be->inputs, s_param(be, FW_P_WTE), s_param(be, FW_P_WPE), B, T,
                         C);
     for (int l = 0; l < L; l++) {
-        float *res = l == 0 ? a->encoded : s_layer(a, a->res3, n, C, l - 1);
-        float *ln1 = s_layer(a, a->ln1, n, C, l), *ln1m = s_layer(a, a->ln1_mean, n, 1, l);
-        float *ln1r = s_layer(a, a->ln1_rstd, n, 1, l), *qkv = s_layer(a, a->qkv, n, 3 * C, l);
-        float *atty = s_layer(a, a->atty, n, C, l), *lse = s_layer(a, a->lse, n, NH, l);
-        float *res2 = s_layer(a, a->res2, n, C, l), *ln2 = s_layer(a, a->ln2, n, C, l);
-        float *ln2m = s_layer(a, a->ln2_mean, n, 1, l), *ln2r = s_layer(a, a->ln2_rstd, n, 1, l);
-        float *fch = s_layer(a, a->fch, n, 4 * C, l), *fchg = s_layer(a, a->fchg, n, 4 * C, l);
-        float *res3 = s_layer(a, a->res3, n, C, l);
+        float *res = l == 0 ? a->encoded : fw_acts_layer(a, a->res3, n, C, l - 1);
+        float *ln1 = fw_acts_layer(a, a->ln1, n, C, l),
+              *ln1m = fw_acts_layer(a, a->ln1_mean, n, 1, l);
+        float *ln1r = fw_acts_layer(a, a->ln1_rstd, n, 1, l),
+              *qkv = fw_acts_layer(a, a->qkv, n, 3 * C, l);
+        float *atty = fw_acts_layer(a, a->atty, n, C, l), *lse = fw_acts_layer(a, a->lse, n, NH, l);
+        float *res2 = fw_acts_layer(a, a->res2, n, C, l), *ln2 = fw_acts_layer(a, a->ln2, n, C, l);
+        float *ln2m = fw_acts_layer(a, a->ln2_mean, n, 1, l),
+              *ln2r = fw_acts_layer(a, a->ln2_rstd, n, 1, l);
+        float *fch = fw_acts_layer(a, a->fch, n, 4 * C, l),
+              *fchg = fw_acts_layer(a, a->fchg, n, 4 * C, l);
+        float *res3 = fw_acts_layer(a, a->res3, n, C, l);
         size_t lc = (size_t)l * C;
         cpu_layernorm_forward(ln1, ln1m, ln1r, res, s_param(be, FW_P_LN1W) + lc,
                               s_param(be, FW_P_LN1B) + lc, N, C, cfg->layer_norm_eps);
@@ -286,7 +250,7 @@ static int s_forward_body(cpu_be *be, int B, int T) {
                            s_param(be, FW_P_FCPROJB) + lc, N, 4 * C, C);
         cpu_residual_add(res3, res2, n * C);
     }
-    cpu_layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, s_layer(a, a->res3, n, C, L - 1),
+    cpu_layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, fw_acts_layer(a, a->res3, n, C, L - 1),
                           s_param(be, FW_P_LNFW), s_param(be, FW_P_LNFB), N, C,
                           cfg->layer_norm_eps);
     return 0;
@@ -312,7 +276,8 @@ static int cpu_forward(void *p, const int32_t *inputs, const int32_t *targets, i
     be->B = be->T = 0;
     int rc = s_prepare_acts(be, N, train);
     if (rc == 0) rc = s_prepare_io(be, N);
-    if (rc == 0) rc = s_reserve((void **)&be->logits, &be->logits_cap, N * Vp, sizeof(float), "logits");
+    if (rc == 0)
+        rc = s_reserve((void **)&be->logits, &be->logits_cap, N * Vp, sizeof(float), "logits");
     if (rc < 0) return rc;
     memcpy(be->inputs, inputs, N * sizeof(int32_t));
     if (targets) memcpy(be->targets, targets, N * sizeof(int32_t));
@@ -348,30 +313,35 @@ static int cpu_backward(void *p, float grad_scale) {
     int V = cfg->vocab_size, Vp = cfg->padded_vocab_size;
     size_t n = (size_t)N;
     if (!cpu_grads(be)) return FW_ENOMEM;
-    int rc = s_reserve((void **)&be->bw_buf, &be->bw_cap, n * 9 * C, sizeof(float),
-                       "backward scratch");
+    int rc =
+        s_reserve((void **)&be->bw_buf, &be->bw_cap, n * 9 * C, sizeof(float), "backward scratch");
     if (rc < 0) return rc;
-    float *dresid = be->bw_buf, *dbuf = dresid + n * C, *d4c = dbuf + n * C, *dqkv = d4c + n * 4 * C;
-    cpu_acts *a = &be->a;
+    float *dresid = be->bw_buf, *dbuf = dresid + n * C, *d4c = dbuf + n * C,
+          *dqkv = d4c + n * 4 * C;
+    fw_acts *a = &be->a;
     float scale = grad_scale > 0 ? grad_scale : (be->n_valid ? 1.0f / (float)be->n_valid : 0.0f);
 
     /* LM head (tied to wte) and ln_f. */
     cpu_crossentropy_backward(be->logits, a->ce_lse, be->targets, scale, N, V, Vp);
-    cpu_matmul_backward(dbuf, s_grad(be, FW_P_WTE), NULL, be->logits, a->lnf,
-                        s_param(be, FW_P_WTE), N, C, Vp);
+    cpu_matmul_backward(dbuf, s_grad(be, FW_P_WTE), NULL, be->logits, a->lnf, s_param(be, FW_P_WTE),
+                        N, C, Vp);
     memset(dresid, 0, n * C * sizeof(float));
     cpu_layernorm_backward(dresid, s_grad(be, FW_P_LNFW), s_grad(be, FW_P_LNFB), dbuf,
-                           s_layer(a, a->res3, n, C, L - 1), s_param(be, FW_P_LNFW), a->lnf_mean,
-                           a->lnf_rstd, N, C);
+                           fw_acts_layer(a, a->res3, n, C, L - 1), s_param(be, FW_P_LNFW),
+                           a->lnf_mean, a->lnf_rstd, N, C);
 
     for (int l = L - 1; l >= 0; l--) {
-        float *res = l == 0 ? a->encoded : s_layer(a, a->res3, n, C, l - 1);
-        float *ln1 = s_layer(a, a->ln1, n, C, l), *ln1m = s_layer(a, a->ln1_mean, n, 1, l);
-        float *ln1r = s_layer(a, a->ln1_rstd, n, 1, l), *qkv = s_layer(a, a->qkv, n, 3 * C, l);
-        float *atty = s_layer(a, a->atty, n, C, l), *lse = s_layer(a, a->lse, n, NH, l);
-        float *res2 = s_layer(a, a->res2, n, C, l), *ln2 = s_layer(a, a->ln2, n, C, l);
-        float *ln2m = s_layer(a, a->ln2_mean, n, 1, l), *ln2r = s_layer(a, a->ln2_rstd, n, 1, l);
-        float *fch = s_layer(a, a->fch, n, 4 * C, l), *fchg = s_layer(a, a->fchg, n, 4 * C, l);
+        float *res = l == 0 ? a->encoded : fw_acts_layer(a, a->res3, n, C, l - 1);
+        float *ln1 = fw_acts_layer(a, a->ln1, n, C, l),
+              *ln1m = fw_acts_layer(a, a->ln1_mean, n, 1, l);
+        float *ln1r = fw_acts_layer(a, a->ln1_rstd, n, 1, l),
+              *qkv = fw_acts_layer(a, a->qkv, n, 3 * C, l);
+        float *atty = fw_acts_layer(a, a->atty, n, C, l), *lse = fw_acts_layer(a, a->lse, n, NH, l);
+        float *res2 = fw_acts_layer(a, a->res2, n, C, l), *ln2 = fw_acts_layer(a, a->ln2, n, C, l);
+        float *ln2m = fw_acts_layer(a, a->ln2_mean, n, 1, l),
+              *ln2r = fw_acts_layer(a, a->ln2_rstd, n, 1, l);
+        float *fch = fw_acts_layer(a, a->fch, n, 4 * C, l),
+              *fchg = fw_acts_layer(a, a->fchg, n, 4 * C, l);
         size_t lc = (size_t)l * C;
 
         /* res3 = res2 + fcproj(gelu(fc(ln2(res2)))): dresid is d(res3). */
@@ -381,8 +351,8 @@ static int cpu_backward(void *p, float grad_scale) {
         cpu_gelu_backward(d4c, fch, d4c, n * 4 * C);
         cpu_matmul_backward(dbuf, s_grad(be, FW_P_FCW) + lc * 4 * C, s_grad(be, FW_P_FCB) + 4 * lc,
                             d4c, ln2, s_param(be, FW_P_FCW) + lc * 4 * C, N, C, 4 * C);
-        cpu_layernorm_backward(dresid, s_grad(be, FW_P_LN2W) + lc, s_grad(be, FW_P_LN2B) + lc,
-                               dbuf, res2, s_param(be, FW_P_LN2W) + lc, ln2m, ln2r, N, C);
+        cpu_layernorm_backward(dresid, s_grad(be, FW_P_LN2W) + lc, s_grad(be, FW_P_LN2B) + lc, dbuf,
+                               res2, s_param(be, FW_P_LN2W) + lc, ln2m, ln2r, N, C);
         /* res2 = res + attproj(attention(qkv(ln1(res)))): dresid is now d(res2). */
         cpu_matmul_backward(dbuf, s_grad(be, FW_P_ATTPROJW) + lc * C,
                             s_grad(be, FW_P_ATTPROJB) + lc, dresid, atty,
@@ -391,8 +361,8 @@ static int cpu_backward(void *p, float grad_scale) {
         cpu_matmul_backward(dbuf, s_grad(be, FW_P_QKVW) + lc * 3 * C,
                             s_grad(be, FW_P_QKVB) + 3 * lc, dqkv, ln1,
                             s_param(be, FW_P_QKVW) + lc * 3 * C, N, C, 3 * C);
-        cpu_layernorm_backward(dresid, s_grad(be, FW_P_LN1W) + lc, s_grad(be, FW_P_LN1B) + lc,
-                               dbuf, res, s_param(be, FW_P_LN1W) + lc, ln1m, ln1r, N, C);
+        cpu_layernorm_backward(dresid, s_grad(be, FW_P_LN1W) + lc, s_grad(be, FW_P_LN1B) + lc, dbuf,
+                               res, s_param(be, FW_P_LN1W) + lc, ln1m, ln1r, N, C);
     }
     cpu_encoder_backward(s_grad(be, FW_P_WTE), s_grad(be, FW_P_WPE), dresid, be->inputs, B, T, C);
     return 0;

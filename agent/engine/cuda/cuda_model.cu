@@ -48,6 +48,8 @@
 #include "gelu.cuh"
 #include "layernorm.cuh"
 #include "matmul.cuh"
+/* After the .cuh files: they include engine.h with C linkage first. */
+#include "acts.h"
 
 extern "C" {
 #include "fw_log.h"
@@ -62,12 +64,9 @@ extern "C" {
  * processed in groups that fit (attention.cuh). */
 #define FW_ATT_CAP ((size_t)256 << 20)
 
-typedef struct {
-    float *ln1, *ln1_mean, *ln1_rstd, *qkv, *atty, *lse, *res2, *ln2, *ln2_mean, *ln2_rstd, *fch,
-        *fchg, *res3;
-    int full;
-    float *encoded, *lnf, *lnf_mean, *lnf_rstd, *losses, *ce_lse;
-} cuda_acts;
+/* Activation slots start on 64-float (256-byte) boundaries: every GEMM
+ * operand keeps cuBLASLt's preferred alignment whatever N is. */
+#define S_ACTS_ALIGN 64
 
 typedef struct {
     fw_model_config cfg;
@@ -82,7 +81,7 @@ typedef struct {
 
     float *acts;
     size_t acts_cap;
-    cuda_acts a;
+    fw_acts a;
     float *logits;
     size_t logits_cap;
     int32_t *d_inputs, *d_targets, *d_argmax;
@@ -190,47 +189,6 @@ static int s_sync_params16(cuda_be *be) {
     CU_TRY(s_cast(be->params16, be->params, be->np));
     be->params16_stale = 0;
     return 0;
-}
-
-/* Floats of activations for N rows; the same layout as cpu_model.c. */
-static size_t s_acts_layout(const fw_model_config *cfg, size_t N, int full, float *buf,
-                            cuda_acts *a) {
-    size_t C = (size_t)cfg->n_embd, NH = (size_t)cfg->n_head;
-    size_t L = full ? (size_t)cfg->n_layer : 1;
-    size_t off = 0;
-#define TAKE(field, n)                                                                             \
-    do {                                                                                           \
-        if (buf) a->field = buf + off;                                                             \
-        /* 64-float (256-byte) aligned slots keep every GEMM operand on                            \
-         * cuBLASLt's preferred alignment whatever N is. */                                        \
-        off += ((n) + 63) / 64 * 64;                                                               \
-    } while (0)
-    TAKE(encoded, N * C);
-    TAKE(ln1, L * N * C);
-    TAKE(ln1_mean, L * N);
-    TAKE(ln1_rstd, L * N);
-    TAKE(qkv, L * N * 3 * C);
-    TAKE(atty, L * N * C);
-    TAKE(lse, L * N * NH);
-    TAKE(res2, L * N * C);
-    TAKE(ln2, L * N * C);
-    TAKE(ln2_mean, L * N);
-    TAKE(ln2_rstd, L * N);
-    TAKE(fch, L * N * 4 * C);
-    TAKE(fchg, L * N * 4 * C);
-    TAKE(res3, L * N * C);
-    TAKE(lnf, N * C);
-    TAKE(lnf_mean, N);
-    TAKE(lnf_rstd, N);
-    TAKE(losses, N);
-    TAKE(ce_lse, N);
-#undef TAKE
-    if (buf) a->full = full;
-    return off;
-}
-
-static float *s_layer(const cuda_acts *a, float *base, size_t N, size_t width, int l) {
-    return a->full ? base + (size_t)l * N * width : base;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -450,10 +408,10 @@ static int cuda_clear_opt(void *p) {
 static int s_prepare(cuda_be *be, int B, int T, int full) {
     const fw_model_config *cfg = &be->cfg;
     size_t N = (size_t)B * T, C = (size_t)cfg->n_embd;
-    size_t need = s_acts_layout(cfg, N, full, NULL, NULL);
+    size_t need = fw_acts_layout(cfg, N, full, S_ACTS_ALIGN, NULL, NULL);
     CU_TRY(
         s_dreserve(be->dev, (void **)&be->acts, &be->acts_cap, need, sizeof(float), "activations"));
-    s_acts_layout(cfg, N, full, be->acts, &be->a);
+    fw_acts_layout(cfg, N, full, S_ACTS_ALIGN, be->acts, &be->a);
     be->attf = s_att_floats(B, T, cfg->n_head, FW_ATT_CAP);
     /* Train mode sizes the scratch for backward too, so backward never
      * allocates (and never fails for memory after a forward succeeded). */
@@ -489,21 +447,25 @@ static int s_forward_body(cuda_be *be, int B, int T) {
     int L = cfg->n_layer, C = cfg->n_embd, NH = cfg->n_head, N = B * T;
     size_t n = (size_t)N;
     float eps = cfg->layer_norm_eps;
-    cuda_acts *a = &be->a;
+    fw_acts *a = &be->a;
     cuda_gemm *g = &be->g;
     CU_TRY(s_sync_params16(be));
     encoder_forward_kernel<<<s_blocks(n * C, 256), 256>>>(
         a->encoded, be->d_inputs, NULL, s_param(be, FW_P_WTE), s_param(be, FW_P_WPE), T, C, n * C);
     CU_TRY(cudaCheckLaunch());
     for (int l = 0; l < L; l++) {
-        float *res = l == 0 ? a->encoded : s_layer(a, a->res3, n, C, l - 1);
-        float *ln1 = s_layer(a, a->ln1, n, C, l), *ln1m = s_layer(a, a->ln1_mean, n, 1, l);
-        float *ln1r = s_layer(a, a->ln1_rstd, n, 1, l), *qkv = s_layer(a, a->qkv, n, 3 * C, l);
-        float *atty = s_layer(a, a->atty, n, C, l), *lse = s_layer(a, a->lse, n, NH, l);
-        float *res2 = s_layer(a, a->res2, n, C, l), *ln2 = s_layer(a, a->ln2, n, C, l);
-        float *ln2m = s_layer(a, a->ln2_mean, n, 1, l), *ln2r = s_layer(a, a->ln2_rstd, n, 1, l);
-        float *fch = s_layer(a, a->fch, n, 4 * C, l), *fchg = s_layer(a, a->fchg, n, 4 * C, l);
-        float *res3 = s_layer(a, a->res3, n, C, l);
+        float *res = l == 0 ? a->encoded : fw_acts_layer(a, a->res3, n, C, l - 1);
+        float *ln1 = fw_acts_layer(a, a->ln1, n, C, l),
+              *ln1m = fw_acts_layer(a, a->ln1_mean, n, 1, l);
+        float *ln1r = fw_acts_layer(a, a->ln1_rstd, n, 1, l),
+              *qkv = fw_acts_layer(a, a->qkv, n, 3 * C, l);
+        float *atty = fw_acts_layer(a, a->atty, n, C, l), *lse = fw_acts_layer(a, a->lse, n, NH, l);
+        float *res2 = fw_acts_layer(a, a->res2, n, C, l), *ln2 = fw_acts_layer(a, a->ln2, n, C, l);
+        float *ln2m = fw_acts_layer(a, a->ln2_mean, n, 1, l),
+              *ln2r = fw_acts_layer(a, a->ln2_rstd, n, 1, l);
+        float *fch = fw_acts_layer(a, a->fch, n, 4 * C, l),
+              *fchg = fw_acts_layer(a, a->fchg, n, 4 * C, l);
+        float *res3 = fw_acts_layer(a, a->res3, n, C, l);
         size_t lc = (size_t)l * C;
         const bf16 *w16;
         CU_TRY(s_layernorm_forward(ln1, ln1m, ln1r, res, s_param(be, FW_P_LN1W) + lc,
@@ -529,8 +491,9 @@ static int s_forward_body(cuda_be *be, int B, int T) {
                               w16 ? w16 + lc * 4 * C : NULL, s_param(be, FW_P_FCPROJB) + lc, res2,
                               N, 4 * C, C));
     }
-    return s_layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, s_layer(a, a->res3, n, C, L - 1),
-                               s_param(be, FW_P_LNFW), s_param(be, FW_P_LNFB), N, C, eps);
+    return s_layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd,
+                               fw_acts_layer(a, a->res3, n, C, L - 1), s_param(be, FW_P_LNFW),
+                               s_param(be, FW_P_LNFB), N, C, eps);
 }
 
 static int cuda_forward(void *p, const int32_t *inputs, const int32_t *targets, int B, int T,
@@ -613,7 +576,7 @@ static int cuda_backward(void *p, float grad_scale) {
     CU_TRY(s_dreserve(be->dev, (void **)&be->bw, &be->bw_cap, n * 9 * C, sizeof(float),
                       "backward scratch"));
     float *dresid = be->bw, *dbuf = dresid + n * C, *d4c = dbuf + n * C, *dqkv = d4c + n * 4 * C;
-    cuda_acts *a = &be->a;
+    fw_acts *a = &be->a;
     cuda_gemm *g = &be->g;
     float scale = grad_scale > 0 ? grad_scale : (be->n_valid ? 1.0f / (float)be->n_valid : 0.0f);
     CU_TRY(s_sync_params16(be));
@@ -626,17 +589,21 @@ static int cuda_backward(void *p, float grad_scale) {
                            s_param(be, FW_P_WTE), s_param16(be, FW_P_WTE), N, C, Vp));
     CU_TRY(cudaCheck(cudaMemset(dresid, 0, n * C * sizeof(float))));
     CU_TRY(s_layernorm_backward(g, dresid, s_grad(be, FW_P_LNFW), s_grad(be, FW_P_LNFB), dbuf,
-                                s_layer(a, a->res3, n, C, L - 1), s_param(be, FW_P_LNFW),
+                                fw_acts_layer(a, a->res3, n, C, L - 1), s_param(be, FW_P_LNFW),
                                 a->lnf_mean, a->lnf_rstd, N, C));
 
     for (int l = L - 1; l >= 0; l--) {
-        float *res = l == 0 ? a->encoded : s_layer(a, a->res3, n, C, l - 1);
-        float *ln1 = s_layer(a, a->ln1, n, C, l), *ln1m = s_layer(a, a->ln1_mean, n, 1, l);
-        float *ln1r = s_layer(a, a->ln1_rstd, n, 1, l), *qkv = s_layer(a, a->qkv, n, 3 * C, l);
-        float *atty = s_layer(a, a->atty, n, C, l), *lse = s_layer(a, a->lse, n, NH, l);
-        float *res2 = s_layer(a, a->res2, n, C, l), *ln2 = s_layer(a, a->ln2, n, C, l);
-        float *ln2m = s_layer(a, a->ln2_mean, n, 1, l), *ln2r = s_layer(a, a->ln2_rstd, n, 1, l);
-        float *fch = s_layer(a, a->fch, n, 4 * C, l), *fchg = s_layer(a, a->fchg, n, 4 * C, l);
+        float *res = l == 0 ? a->encoded : fw_acts_layer(a, a->res3, n, C, l - 1);
+        float *ln1 = fw_acts_layer(a, a->ln1, n, C, l),
+              *ln1m = fw_acts_layer(a, a->ln1_mean, n, 1, l);
+        float *ln1r = fw_acts_layer(a, a->ln1_rstd, n, 1, l),
+              *qkv = fw_acts_layer(a, a->qkv, n, 3 * C, l);
+        float *atty = fw_acts_layer(a, a->atty, n, C, l), *lse = fw_acts_layer(a, a->lse, n, NH, l);
+        float *res2 = fw_acts_layer(a, a->res2, n, C, l), *ln2 = fw_acts_layer(a, a->ln2, n, C, l);
+        float *ln2m = fw_acts_layer(a, a->ln2_mean, n, 1, l),
+              *ln2r = fw_acts_layer(a, a->ln2_rstd, n, 1, l);
+        float *fch = fw_acts_layer(a, a->fch, n, 4 * C, l),
+              *fchg = fw_acts_layer(a, a->fchg, n, 4 * C, l);
         size_t lc = (size_t)l * C;
         const bf16 *w16;
 
