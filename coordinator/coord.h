@@ -53,20 +53,20 @@ const char *coord_role_name_of(coord_role_t r);
 /* Leadership (coord_leader.c). */
 typedef struct {
     coord_role_t role;
-    int64_t lease;            /* 0: none */
-    int64_t lease_deadline;   /* mono ms: the lease may have expired after this */
+    int64_t lease;          /* 0: none */
+    int64_t lease_deadline; /* mono ms: the lease may have expired after this */
     int64_t lease_ttl_ms;
     fw_etcd_election *election;
-    int64_t epoch;            /* while leader */
-    uint64_t gen;             /* bumped at every role change: stale txn results are dropped */
-    int64_t next_try;         /* mono ms: next (re)campaign attempt */
+    int64_t epoch;    /* while leader */
+    uint64_t gen;     /* bumped at every role change: stale txn results are dropped */
+    int64_t next_try; /* mono ms: next (re)campaign attempt */
     int failures;
-    fw_etcd_watch *watch;     /* P/election/ */
+    fw_etcd_watch *watch; /* P/election/ */
     zmq_pollitem_t watch_item;
     bool watch_polled;
     zmq_pollitem_t elect_item; /* the election's own wait (fw_etcd_election_fd) */
     bool elect_polled;
-    zactor_t *keepalive;      /* keepalive thread */
+    zactor_t *keepalive; /* keepalive thread */
     /* The leader as last seen (for REDIRECT). */
     char leader_name[65];
     char leader_client[300];
@@ -211,8 +211,7 @@ size_t coord_logs_count(const coord_t *c);
 /* True for the blob and dataset requests coord_data_handle serves. */
 bool coord_data_serves(int msg_id);
 /* Serve one blob or dataset request (token checked, leader). Replies itself. */
-void coord_data_handle(coord_t *c, zframe_t *identity, const fw_msg_t *m,
-                       const coord_token_t *tok);
+void coord_data_handle(coord_t *c, zframe_t *identity, const fw_msg_t *m, const coord_token_t *tok);
 
 /* ----------------------------------------------------- coord_models.c */
 /* True for the model registry requests coord_models_handle serves. */
@@ -229,9 +228,19 @@ void coord_http_publish(coord_http_t *h, const coord_metrics_t *m, bool ready, b
 
 /* ------------------------------------------------------- coord_main.c */
 /* Ask for a scheduling pass at the end of this loop turn. */
-static inline void coord_want_sched(coord_t *c) { c->sched_needed = true; }
+static inline void coord_want_sched(coord_t *c) {
+    c->sched_needed = true;
+}
 /* After handling a burst of events: schedule, flush the store. */
 void coord_after_events(coord_t *c);
+/* Handle up to `burst` frames waiting on an endpoint's socket (then the
+ * scheduling pass and store flush of coord_after_events): decoded ones go to
+ * handle(); bad ones are counted in bad_frames_total[ep], logged
+ * (rate-limited) and, when the sender is known, answered through bad(). */
+typedef void(coord_frame_fn)(coord_t *c, zframe_t *identity, const fw_msg_t *m);
+typedef void(coord_bad_frame_fn)(coord_t *c, zframe_t *identity, int err);
+void coord_read_burst(coord_t *c, zsock_t *sock, int ep, int burst, coord_frame_fn *handle,
+                      coord_bad_frame_fn *bad);
 /* A WARN about bad input, rate-limited to a few lines per second. */
 void coord_warn_limited(coord_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A terminal job's tasks may leave memory (retain_jobs bound). */

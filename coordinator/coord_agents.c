@@ -127,12 +127,11 @@ void coord_agents_send_assign(coord_t *c, coord_task_t *t) {
     if (rc < 0) {
         /* The agent is not connected (or its queue is full): the attempt
          * never started anywhere, so it is retried like a lost one. */
-        coord_warn_limited(c, "event=assign-send-failed task=%s agent=%s err=%s", tid,
-                           t->agent->id, fw_errname(rc));
+        coord_warn_limited(c, "event=assign-send-failed task=%s agent=%s err=%s", tid, t->agent->id,
+                           fw_errname(rc));
         t->sent = false;
         c->m.task_retries_total++;
-        coord_task_retry_or_fail(c->st, t, "could not send TASK_ASSIGN to the agent",
-                                 fw_wall_ms());
+        coord_task_retry_or_fail(c->st, t, "could not send TASK_ASSIGN to the agent", fw_wall_ms());
         coord_want_sched(c);
         return;
     }
@@ -268,7 +267,8 @@ int coord_agents_watch_start(coord_t *c) {
         if (id && strlen(id) <= COORD_ID_MAX) coord_parse_agent(c->st, id, list->kvs[i].value);
     }
     fw_etcd_kvs_free(&list);
-    c->agents_item = (zmq_pollitem_t){.fd = fw_etcd_watch_fd(c->agents_watch), .events = ZMQ_POLLIN};
+    c->agents_item =
+        (zmq_pollitem_t){.fd = fw_etcd_watch_fd(c->agents_watch), .events = ZMQ_POLLIN};
     if (zloop_poller(c->loop, &c->agents_item, s_on_agents_watch, c) == 0) c->agents_polled = true;
     /* Agents holding tasks must come back; dead ones lose their tasks now. */
     int64_t deadline = fw_mono_ms() + c->o.reconcile_window_ms;
@@ -308,7 +308,11 @@ void coord_agents_cron(coord_t *c) {
 
 static bool s_utf8_ok(const unsigned char *p, size_t n, size_t *len) {
     unsigned char c0 = p[0];
-    size_t need = c0 < 0x80 ? 1 : (c0 >> 5) == 6 ? 2 : (c0 >> 4) == 14 ? 3 : (c0 >> 3) == 30 ? 4 : 0;
+    size_t need = c0 < 0x80         ? 1
+                  : (c0 >> 5) == 6  ? 2
+                  : (c0 >> 4) == 14 ? 3
+                  : (c0 >> 3) == 30 ? 4
+                                    : 0;
     if (!need || need > n || (need == 1 && c0 == 0)) return false;
     for (size_t i = 1; i < need; i++)
         if ((p[i] & 0xC0) != 0x80) return false;
@@ -482,8 +486,10 @@ static void s_register(coord_t *c, zframe_t *identity, const char *who, const fw
 static coord_agent_t *s_known(coord_t *c, zframe_t *identity, const char *who, const fw_msg_t *m) {
     coord_agent_t *a = coord_agent_get(c->st, who, false);
     if (!a || !a->connected) {
-        s_reply_error(c, identity, m, FW_ENOTFOUND, "%s: not registered with this leader: send "
-                      "AGENT_REGISTER", who);
+        s_reply_error(c, identity, m, FW_ENOTFOUND,
+                      "%s: not registered with this leader: send "
+                      "AGENT_REGISTER",
+                      who);
         return NULL;
     }
     a->last_seen_mono = fw_mono_ms();
@@ -610,8 +616,9 @@ static void s_result(coord_t *c, zframe_t *identity, const char *who, const fw_m
                   !(t->state == TASK_RUNNING && t->result); /* gang rank already exited */
     if (accept) {
         t->unconfirmed = false;
-        int to = coord_task_finish(c->st, t, outcome, (int)fw_msg_get_int_f(m, FW_F_TASK_RESULT_exit_code),
-                                   norm, fw_msg_get_str_f(m, FW_F_TASK_RESULT_error), fw_wall_ms(),
+        int to = coord_task_finish(c->st, t, outcome,
+                                   (int)fw_msg_get_int_f(m, FW_F_TASK_RESULT_exit_code), norm,
+                                   fw_msg_get_str_f(m, FW_F_TASK_RESULT_error), fw_wall_ms(),
                                    (size_t)c->o.result_max_bytes);
         c->m.task_results_total[outcome]++;
         if (to == TASK_PENDING) c->m.task_retries_total++;
@@ -686,13 +693,27 @@ static void s_handle(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
         return;
     }
     switch (id) {
-    case FW_MSG_AGENT_REGISTER: s_register(c, identity, who, m); break;
-    case FW_MSG_HEARTBEAT: s_heartbeat(c, identity, who, m); break;
-    case FW_MSG_TASK_STARTED: s_started(c, identity, who, m); break;
-    case FW_MSG_TASK_RESULT: s_result(c, identity, who, m); break;
-    case FW_MSG_TASK_LOG: s_log(c, who, m); break;
-    case FW_MSG_TASK_PROGRESS: s_progress(c, who, m); break;
-    case FW_MSG_LOG_FETCH_REPLY: coord_logs_on_reply(c, who, m); break;
+    case FW_MSG_AGENT_REGISTER:
+        s_register(c, identity, who, m);
+        break;
+    case FW_MSG_HEARTBEAT:
+        s_heartbeat(c, identity, who, m);
+        break;
+    case FW_MSG_TASK_STARTED:
+        s_started(c, identity, who, m);
+        break;
+    case FW_MSG_TASK_RESULT:
+        s_result(c, identity, who, m);
+        break;
+    case FW_MSG_TASK_LOG:
+        s_log(c, who, m);
+        break;
+    case FW_MSG_TASK_PROGRESS:
+        s_progress(c, who, m);
+        break;
+    case FW_MSG_LOG_FETCH_REPLY:
+        coord_logs_on_reply(c, who, m);
+        break;
     case FW_MSG_ERROR:
         if (coord_logs_count(c)) coord_logs_on_reply(c, who, m);
         fw_debug("event=agent-error agent=%s code=%lld message=\"%s\"", who,
@@ -703,41 +724,21 @@ static void s_handle(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
         c->m.bad_frames_total[COORD_EP_AGENT]++;
         coord_warn_limited(c, "event=bad-frame endpoint=agent agent=%s msg=%s reason=unexpected",
                            who, fw_msg_name(m));
-        s_reply_error(c, identity, m, FW_EPROTO, "%s is not a message agents send",
-                      fw_msg_name(m));
+        s_reply_error(c, identity, m, FW_EPROTO, "%s is not a message agents send", fw_msg_name(m));
+    }
+}
+
+/* A frame that did not decode: tell the agent why when we know who sent it. */
+static void s_bad_frame(coord_t *c, zframe_t *identity, int rc) {
+    fw_msg_t *e = fw_msg_new_error(NULL, rc, "bad frame: %s", fw_err_detail());
+    if (e) {
+        s_reply(c, identity, e);
+        fw_msg_destroy(&e);
     }
 }
 
 int coord_agents_on_readable(zloop_t *loop, zsock_t *sock, void *arg) {
-    coord_t *c = arg;
-    coord_leader_check(c);
-    for (int n = 0; n < S_BURST && (zsock_events(sock) & ZMQ_POLLIN); n++) {
-        zframe_t *identity = NULL;
-        fw_msg_t *m = NULL;
-        int rc = fw_msg_recv(sock, &identity, &m);
-        if (rc < 0) {
-            if (rc == FW_ETIMEDOUT || rc == FW_ECANCELED) {
-                zframe_destroy(&identity);
-                break;
-            }
-            c->m.bad_frames_total[COORD_EP_AGENT]++;
-            coord_warn_limited(c, "event=bad-frame endpoint=agent err=%s detail=\"%s\"",
-                               fw_errname(rc), fw_err_detail());
-            if (identity) {
-                fw_msg_t *e = fw_msg_new_error(NULL, rc, "bad frame: %s", fw_err_detail());
-                if (e) {
-                    s_reply(c, identity, e);
-                    fw_msg_destroy(&e);
-                }
-            }
-            zframe_destroy(&identity);
-            continue;
-        }
-        s_handle(c, identity, m);
-        fw_msg_destroy(&m);
-        zframe_destroy(&identity);
-    }
-    coord_after_events(c);
     (void)loop;
+    coord_read_burst(arg, sock, COORD_EP_AGENT, S_BURST, s_handle, s_bad_frame);
     return 0;
 }

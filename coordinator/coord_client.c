@@ -75,7 +75,7 @@ static void s_reply_doc(coord_t *c, zframe_t *identity, const fw_msg_t *req, int
     if (rc < 0) {
         fw_msg_destroy(&r);
         coord_client_error(c, identity, req, rc, 0, "reply too large: %s (use a smaller limit)",
-                fw_err_detail());
+                           fw_err_detail());
         return;
     }
     coord_client_send(c, identity, r);
@@ -156,9 +156,9 @@ static json_t *s_agent_view(coord_t *c, const coord_agent_t *a) {
     json_object_set_new(o, "cpus", json_integer((json_int_t)a->cpus));
     json_object_set_new(o, "memory_mb", json_integer((json_int_t)a->memory_mb));
     json_object_set_new(o, "gpus", json_integer(a->ngpus));
-    json_object_set_new(o, "used", json_pack("{s:I,s:I,s:I}", "cpus", (json_int_t)a->used_cpus,
-                                             "memory_mb", (json_int_t)a->used_mem, "gpus",
-                                             (json_int_t)a->used_gpus));
+    json_object_set_new(o, "used",
+                        json_pack("{s:I,s:I,s:I}", "cpus", (json_int_t)a->used_cpus, "memory_mb",
+                                  (json_int_t)a->used_mem, "gpus", (json_int_t)a->used_gpus));
     json_object_set_new(o, "tasks", json_integer(a->nheld));
     json_object_set_new(o, "dispatched", json_integer((json_int_t)a->dispatched));
     json_t *labels = json_object();
@@ -204,7 +204,7 @@ static void s_pending_action(coord_t *c, void *ptr, uint64_t u, bool committed) 
     (void)u;
     if (!committed) {
         coord_client_error(c, p->identity, p->req, FW_ENOTLEADER, 1000,
-                "leadership changed before the change was committed; retry");
+                           "leadership changed before the change was committed; retry");
     } else if (p->kind == FW_MSG_JOB_SUBMIT) {
         fw_msg_t *r = fw_msg_new_reply(p->req, FW_MSG_JOB_SUBMITTED);
         if (r) {
@@ -222,8 +222,7 @@ static void s_pending_action(coord_t *c, void *ptr, uint64_t u, bool committed) 
         coord_agent_t *a = coord_agent_get(c->st, p->id, false);
         if (a) {
             coord_agents_drain_action(c, a, 0, true);
-            s_reply_doc(c, p->identity, p->req, FW_MSG_AGENT_DRAIN_REPLY, s_agent_view(c, a),
-                        NULL);
+            s_reply_doc(c, p->identity, p->req, FW_MSG_AGENT_DRAIN_REPLY, s_agent_view(c, a), NULL);
         }
     }
     zframe_destroy(&p->identity);
@@ -235,7 +234,8 @@ static void s_pending_action(coord_t *c, void *ptr, uint64_t u, bool committed) 
 
 static void s_submit(coord_t *c, zframe_t *identity, const fw_msg_t *m, const coord_token_t *tok) {
     if (coord_store_backlog(c->store) > S_BACKLOG_LIMIT) {
-        coord_client_error(c, identity, m, FW_EUNAVAIL, 1000, "the leader is behind writing to etcd; retry");
+        coord_client_error(c, identity, m, FW_EUNAVAIL, 1000,
+                           "the leader is behind writing to etcd; retry");
         return;
     }
     const char *idem = fw_msg_get_str_f(m, FW_F_JOB_SUBMIT_idempotency_key);
@@ -260,8 +260,9 @@ static void s_submit(coord_t *c, zframe_t *identity, const fw_msg_t *m, const co
         return;
     }
     if (sp.admin_only && tok->role != COORD_ROLE_ADMIN) {
-        coord_client_error(c, identity, m, FW_EPERM, 0, "spec.kind: %s jobs need an admin token (%s is %s)",
-                sp.kind, tok->name, coord_role_name(tok->role));
+        coord_client_error(c, identity, m, FW_EPERM, 0,
+                           "spec.kind: %s jobs need an admin token (%s is %s)", sp.kind, tok->name,
+                           coord_role_name(tok->role));
         coord_spec_clear(&sp);
         return;
     }
@@ -269,7 +270,8 @@ static void s_submit(coord_t *c, zframe_t *identity, const fw_msg_t *m, const co
     coord_job_t *j = coord_job_add(c->st, c->st->next_job_seq, &sp, tok->name, now, true);
     if (!j) {
         coord_spec_clear(&sp);
-        coord_client_error(c, identity, m, FW_ENOMEM, 1000, "cannot create the job (out of memory)");
+        coord_client_error(c, identity, m, FW_ENOMEM, 1000,
+                           "cannot create the job (out of memory)");
         return;
     }
     j->submit_mono = fw_mono_ms();
@@ -304,8 +306,9 @@ static void s_job_list(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
         coord_client_error(c, identity, m, FW_EINVAL, 0, "state: unknown job state \"%.32s\"", sf);
         return;
     }
-    uint64_t limit = fw_msg_has_f(m, FW_F_JOB_LIST_limit) ? fw_msg_get_uint_f(m, FW_F_JOB_LIST_limit)
-                                                          : S_PAGE_DEFAULT;
+    uint64_t limit = fw_msg_has_f(m, FW_F_JOB_LIST_limit)
+                         ? fw_msg_get_uint_f(m, FW_F_JOB_LIST_limit)
+                         : S_PAGE_DEFAULT;
     if (limit == 0) limit = S_PAGE_DEFAULT;
     const char *cur = fw_msg_get_str_f(m, FW_F_JOB_LIST_cursor);
     size_t start = c->st->njobs; /* newest first: walk jobv backwards */
@@ -345,8 +348,10 @@ static void s_job_cancel(coord_t *c, zframe_t *identity, const fw_msg_t *m,
         return;
     }
     if (tok->role != COORD_ROLE_ADMIN && strcmp(tok->name, j->owner) != 0) {
-        coord_client_error(c, identity, m, FW_EPERM, 0, "job %s belongs to %s: only its owner or an admin "
-                "may cancel it", id, j->owner);
+        coord_client_error(c, identity, m, FW_EPERM, 0,
+                           "job %s belongs to %s: only its owner or an admin "
+                           "may cancel it",
+                           id, j->owner);
         return;
     }
     if (!coord_job_terminal(j->state)) {
@@ -415,11 +420,11 @@ static void s_task_list(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
     }
     if (!j->tasks) {
         uint32_t next = 0;
-        char *txt = coord_store_read_tasks(c->store, j->id, want >= 0 ? sf : NULL,
-                                           (uint32_t)start, (uint32_t)limit, &next);
+        char *txt = coord_store_read_tasks(c->store, j->id, want >= 0 ? sf : NULL, (uint32_t)start,
+                                           (uint32_t)limit, &next);
         if (!txt) {
-            coord_client_error(c, identity, m, FW_EUNAVAIL, 1000, "cannot read the tasks of %s from etcd: %s",
-                    jid, fw_err_detail());
+            coord_client_error(c, identity, m, FW_EUNAVAIL, 1000,
+                               "cannot read the tasks of %s from etcd: %s", jid, fw_err_detail());
             return;
         }
         json_t *arr = json_loads(txt, 0, NULL);
@@ -461,9 +466,9 @@ static int s_page_coords(const fw_etcd_kv *kvs, size_t n, void *arg) {
 
 static void s_cluster_status(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
     json_t *o = json_object();
-    json_t *leader = json_pack("{s:s,s:I,s:s,s:s}", "name", c->o.name, "epoch",
-                               (json_int_t)c->L.epoch, "client", c->client_ep, "state",
-                               coord_role_name_of(c->L.role));
+    json_t *leader =
+        json_pack("{s:s,s:I,s:s,s:s}", "name", c->o.name, "epoch", (json_int_t)c->L.epoch, "client",
+                  c->client_ep, "state", coord_role_name_of(c->L.role));
     json_object_set_new(o, "leader", leader);
     json_t *coords = json_array();
     char key[320];
@@ -479,17 +484,19 @@ static void s_cluster_status(coord_t *c, zframe_t *identity, const fw_msg_t *m) 
         conn += a->connected && a->alive;
         drain += a->drain || a->self_draining;
     }
-    json_object_set_new(o, "agents", json_pack("{s:I,s:I,s:I}", "alive", (json_int_t)alive,
-                                               "connected", (json_int_t)conn, "draining",
-                                               (json_int_t)drain));
+    json_object_set_new(o, "agents",
+                        json_pack("{s:I,s:I,s:I}", "alive", (json_int_t)alive, "connected",
+                                  (json_int_t)conn, "draining", (json_int_t)drain));
     json_object_set_new(o, "queue_depth", json_integer((json_int_t)c->st->nqueue));
     json_t *tc = json_object();
     for (int s = 0; s < TASK__COUNT; s++)
-        json_object_set_new(tc, coord_task_state_name(s), json_integer((json_int_t)c->st->task_count[s]));
+        json_object_set_new(tc, coord_task_state_name(s),
+                            json_integer((json_int_t)c->st->task_count[s]));
     json_object_set_new(o, "tasks", tc);
     json_t *jc = json_object();
     for (int s = 0; s < JOB__COUNT; s++)
-        json_object_set_new(jc, coord_job_state_name(s), json_integer((json_int_t)c->st->job_count[s]));
+        json_object_set_new(jc, coord_job_state_name(s),
+                            json_integer((json_int_t)c->st->job_count[s]));
     json_object_set_new(o, "jobs", jc);
     s_reply_doc(c, identity, m, FW_MSG_CLUSTER_STATUS_REPLY, o, NULL);
 }
@@ -516,8 +523,9 @@ static void s_agent_list(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
 static void s_agent_drain(coord_t *c, zframe_t *identity, const fw_msg_t *m,
                           const coord_token_t *tok) {
     if (tok->role != COORD_ROLE_ADMIN) {
-        coord_client_error(c, identity, m, FW_EPERM, 0, "draining agents needs an admin token (%s is %s)",
-                tok->name, coord_role_name(tok->role));
+        coord_client_error(c, identity, m, FW_EPERM, 0,
+                           "draining agents needs an admin token (%s is %s)", tok->name,
+                           coord_role_name(tok->role));
         return;
     }
     const char *id = fw_msg_get_str_f(m, FW_F_AGENT_DRAIN_agent_id);
@@ -526,8 +534,9 @@ static void s_agent_drain(coord_t *c, zframe_t *identity, const fw_msg_t *m,
         coord_client_error(c, identity, m, FW_ENOTFOUND, 0, "agent %s: not found", id);
         return;
     }
-    bool drain = fw_msg_has_f(m, FW_F_AGENT_DRAIN_drain) ? fw_msg_get_bool_f(m, FW_F_AGENT_DRAIN_drain)
-                                                        : true;
+    bool drain = fw_msg_has_f(m, FW_F_AGENT_DRAIN_drain)
+                     ? fw_msg_get_bool_f(m, FW_F_AGENT_DRAIN_drain)
+                     : true;
     int from = a->drain;
     a->drain = drain;
     free(a->drain_by);
@@ -565,15 +574,17 @@ static void s_handle(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
         c->m.bad_frames_total[COORD_EP_CLIENT]++;
         coord_warn_limited(c, "event=bad-frame endpoint=client msg=%s reason=not-a-request",
                            fw_msg_name(m));
-        coord_client_error(c, identity, m, FW_EPROTO, 0, "%s is not a client request", fw_msg_name(m));
+        coord_client_error(c, identity, m, FW_EPROTO, 0, "%s is not a client request",
+                           fw_msg_name(m));
         return;
     }
     const coord_token_t *tok = coord_tokens_find(c->tokens, fw_msg_get_str(m, "token"));
     if (!tok) {
         coord_warn_limited(c, "event=auth-failed endpoint=client msg=%s", fw_msg_name(m));
         coord_client_error(c, identity, m, FW_EAUTH, 0, "%s",
-                coord_tokens_count(c->tokens) ? "invalid token"
-                                              : "no tokens configured (coordinator.tokens_file)");
+                           coord_tokens_count(c->tokens)
+                               ? "invalid token"
+                               : "no tokens configured (coordinator.tokens_file)");
         return;
     }
     if (!coord_is_leader(c)) {
@@ -581,15 +592,33 @@ static void s_handle(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
         return;
     }
     switch (fw_msg_id(m)) {
-    case FW_MSG_JOB_SUBMIT: s_submit(c, identity, m, tok); break;
-    case FW_MSG_JOB_GET: s_job_get(c, identity, m); break;
-    case FW_MSG_JOB_LIST: s_job_list(c, identity, m); break;
-    case FW_MSG_JOB_CANCEL: s_job_cancel(c, identity, m, tok); break;
-    case FW_MSG_TASK_LIST: s_task_list(c, identity, m); break;
-    case FW_MSG_CLUSTER_STATUS: s_cluster_status(c, identity, m); break;
-    case FW_MSG_AGENT_LIST: s_agent_list(c, identity, m); break;
-    case FW_MSG_AGENT_DRAIN: s_agent_drain(c, identity, m, tok); break;
-    case FW_MSG_LOG_STREAM: coord_logs_start(c, identity, m); break;
+    case FW_MSG_JOB_SUBMIT:
+        s_submit(c, identity, m, tok);
+        break;
+    case FW_MSG_JOB_GET:
+        s_job_get(c, identity, m);
+        break;
+    case FW_MSG_JOB_LIST:
+        s_job_list(c, identity, m);
+        break;
+    case FW_MSG_JOB_CANCEL:
+        s_job_cancel(c, identity, m, tok);
+        break;
+    case FW_MSG_TASK_LIST:
+        s_task_list(c, identity, m);
+        break;
+    case FW_MSG_CLUSTER_STATUS:
+        s_cluster_status(c, identity, m);
+        break;
+    case FW_MSG_AGENT_LIST:
+        s_agent_list(c, identity, m);
+        break;
+    case FW_MSG_AGENT_DRAIN:
+        s_agent_drain(c, identity, m, tok);
+        break;
+    case FW_MSG_LOG_STREAM:
+        coord_logs_start(c, identity, m);
+        break;
     default:
         if (coord_data_serves(fw_msg_id(m))) {
             coord_data_handle(c, identity, m, tok);
@@ -599,35 +628,17 @@ static void s_handle(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
             coord_models_handle(c, identity, m, tok);
             break;
         }
-        coord_client_error(c, identity, m, FW_EUNSUPPORTED, 0, "%s is not served by this coordinator",
-                fw_msg_name(m));
+        coord_client_error(c, identity, m, FW_EUNSUPPORTED, 0,
+                           "%s is not served by this coordinator", fw_msg_name(m));
     }
 }
 
+static void s_bad_frame(coord_t *c, zframe_t *identity, int rc) {
+    coord_client_error(c, identity, NULL, rc, 0, "bad frame: %s", fw_err_detail());
+}
+
 int coord_client_on_readable(zloop_t *loop, zsock_t *sock, void *arg) {
-    coord_t *c = arg;
-    coord_leader_check(c);
-    for (int n = 0; n < S_BURST && (zsock_events(sock) & ZMQ_POLLIN); n++) {
-        zframe_t *identity = NULL;
-        fw_msg_t *m = NULL;
-        int rc = fw_msg_recv(sock, &identity, &m);
-        if (rc < 0) {
-            if (rc == FW_ETIMEDOUT || rc == FW_ECANCELED) {
-                zframe_destroy(&identity);
-                break;
-            }
-            c->m.bad_frames_total[COORD_EP_CLIENT]++;
-            coord_warn_limited(c, "event=bad-frame endpoint=client err=%s detail=\"%s\"",
-                               fw_errname(rc), fw_err_detail());
-            if (identity) coord_client_error(c, identity, NULL, rc, 0, "bad frame: %s", fw_err_detail());
-            zframe_destroy(&identity);
-            continue;
-        }
-        s_handle(c, identity, m);
-        fw_msg_destroy(&m);
-        zframe_destroy(&identity);
-    }
-    coord_after_events(c);
     (void)loop;
+    coord_read_burst(arg, sock, COORD_EP_CLIENT, S_BURST, s_handle, s_bad_frame);
     return 0;
 }

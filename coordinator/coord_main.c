@@ -116,6 +116,32 @@ void coord_warn_limited(coord_t *c, const char *fmt, ...) {
     fw_warn("%s", buf);
 }
 
+void coord_read_burst(coord_t *c, zsock_t *sock, int ep, int burst, coord_frame_fn *handle,
+                      coord_bad_frame_fn *bad) {
+    coord_leader_check(c);
+    for (int n = 0; n < burst && (zsock_events(sock) & ZMQ_POLLIN); n++) {
+        zframe_t *identity = NULL;
+        fw_msg_t *m = NULL;
+        int rc = fw_msg_recv(sock, &identity, &m);
+        if (rc == FW_ETIMEDOUT || rc == FW_ECANCELED) {
+            zframe_destroy(&identity);
+            break;
+        }
+        if (rc < 0) {
+            c->m.bad_frames_total[ep]++;
+            coord_warn_limited(c, "event=bad-frame endpoint=%s err=%s detail=\"%s\"",
+                               ep == COORD_EP_AGENT ? "agent" : "client", fw_errname(rc),
+                               fw_err_detail());
+            if (identity) bad(c, identity, rc);
+        } else {
+            handle(c, identity, m);
+            fw_msg_destroy(&m);
+        }
+        zframe_destroy(&identity);
+    }
+    coord_after_events(c);
+}
+
 void coord_after_events(coord_t *c) {
     if (c->stopping) return;
     if (c->L.role == COORD_LEADER && c->sched_needed) {
