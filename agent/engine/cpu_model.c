@@ -581,64 +581,10 @@ static int s_kv_forward(cpu_kv *kv, int n, const int32_t *ids, const int *rows, 
     return 0;
 }
 
-static int cpu_prefill(void *p, void *kvp, int row, int pos, const int32_t *ids, int n,
-                       float *logits) {
+static int cpu_kv_forward(void *p, void *kvp, int n, const int32_t *ids, const int *rows,
+                          const int *pos, const uint8_t *want, float *logits) {
     (void)p;
-    cpu_kv *kv = kvp;
-    int *rows = malloc((size_t)n * 2 * sizeof(int));
-    uint8_t *want = calloc((size_t)n, 1);
-    if (!rows || !want) {
-        free(rows);
-        free(want);
-        return fw_err_set(FW_ENOMEM, "prefill: %d tokens", n);
-    }
-    int *ps = rows + n;
-    for (int i = 0; i < n; i++) {
-        rows[i] = row;
-        ps[i] = pos + i;
-    }
-    want[n - 1] = 1;
-    int rc = s_kv_forward(kv, n, ids, rows, ps, want, logits);
-    free(rows);
-    free(want);
-    return rc;
-}
-
-static int cpu_decode(void *p, void *kvp, const int32_t *ids, const int *pos, const uint8_t *active,
-                      float *logits) {
-    (void)p;
-    cpu_kv *kv = kvp;
-    int B = kv->batch, n = 0;
-    size_t V = (size_t)kv->be->cfg.vocab_size;
-    /* calloc: gcc cannot see that only the n filled entries are read. */
-    int *rows = calloc((size_t)B * 2, sizeof(int));
-    int32_t *tok = calloc((size_t)B, sizeof(int32_t));
-    uint8_t *want = calloc((size_t)B, 1);
-    float *lg = malloc((size_t)B * V * sizeof(float));
-    int rc = 0;
-    if (!rows || !tok || !want || !lg) {
-        rc = fw_err_set(FW_ENOMEM, "decode: batch %d", B);
-        goto done;
-    }
-    int *ps = rows + B;
-    for (int r = 0; r < B; r++) {
-        if (active && !active[r]) continue;
-        rows[n] = r;
-        ps[n] = pos[r];
-        tok[n] = ids[r];
-        want[n] = 1;
-        n++;
-    }
-    rc = s_kv_forward(kv, n, tok, rows, ps, want, lg);
-    if (rc == 0)
-        for (int i = 0; i < n; i++)
-            memcpy(logits + (size_t)rows[i] * V, lg + (size_t)i * V, V * sizeof(float));
-done:
-    free(rows);
-    free(tok);
-    free(want);
-    free(lg);
-    return rc;
+    return s_kv_forward(kvp, n, ids, rows, pos, want, logits);
 }
 
 const fw_backend fw_backend_cpu = {
@@ -663,6 +609,5 @@ const fw_backend fw_backend_cpu = {
     .embed = cpu_embed,
     .kv_new = cpu_kv_new,
     .kv_destroy = cpu_kv_destroy,
-    .prefill = cpu_prefill,
-    .decode = cpu_decode,
+    .kv_forward = cpu_kv_forward,
 };

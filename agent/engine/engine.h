@@ -317,12 +317,13 @@ typedef struct fw_backend {
     int (*embed)(void *be, const int32_t *ids, const int32_t *lens, int B, int T, float *out);
     void *(*kv_new)(void *be, int batch, int max_len);
     void (*kv_destroy)(void *kv);
-    /* n tokens for one row at positions pos .. pos+n-1. */
-    int (*prefill)(void *be, void *kv, int row, int pos, const int32_t *ids, int n,
-                   float *logits);
-    /* One token for each active row r at position pos[r]. */
-    int (*decode)(void *be, void *kv, const int32_t *ids, const int *pos, const uint8_t *active,
-                  float *logits);
+    /* Run n tokens through the cache: token i is ids[i] of cache row rows[i]
+     * at position pos[i] (one row's tokens in position order). The logits
+     * (vocab_size wide, host memory) of the tokens with want[i] go to
+     * logits[k * vocab_size] for the k-th such token. fw_model_prefill and
+     * fw_model_decode build these arrays. */
+    int (*kv_forward)(void *be, void *kv, int n, const int32_t *ids, const int *rows,
+                      const int *pos, const uint8_t *want, float *logits);
 } fw_backend;
 
 extern const fw_backend fw_backend_cpu;

@@ -527,7 +527,22 @@ int fw_model_prefill(fw_model *m, fw_kv_cache *c, int row, const int32_t *ids, i
                           row, c->len[row], c->max_len, n);
     int rc = s_check_ids(m, ids, (size_t)n, "prefill ids");
     if (rc < 0) return rc;
-    rc = m->be_ops->prefill(m->be, c->kv, row, c->len[row], ids, n, logits);
+    /* n tokens of one row at positions len .. len+n-1; logits of the last. */
+    int *rows = malloc((size_t)n * 2 * sizeof(int));
+    uint8_t *want = calloc((size_t)n, 1);
+    if (!rows || !want) {
+        rc = fw_err_set(FW_ENOMEM, "prefill: %d tokens", n);
+    } else {
+        int *pos = rows + n;
+        for (int i = 0; i < n; i++) {
+            rows[i] = row;
+            pos[i] = c->len[row] + i;
+        }
+        want[n - 1] = 1;
+        rc = m->be_ops->kv_forward(m->be, c->kv, n, ids, rows, pos, want, logits);
+    }
+    free(rows);
+    free(want);
     if (rc < 0) return rc;
     c->len[row] += n;
     return 0;
@@ -550,7 +565,36 @@ int fw_model_decode(fw_model *m, fw_kv_cache *c, const int32_t *ids, const uint8
                               m->cfg.vocab_size - 1);
     }
     if (!any) return 0;
-    int rc = m->be_ops->decode(m->be, c->kv, ids, c->len, active, logits);
+    /* One token for each active row r at position len[r]. When every row is
+     * active, the k-th token is row k and its logits land in place. */
+    int B = c->batch, n = 0, rc = 0;
+    size_t V = (size_t)m->cfg.vocab_size;
+    /* calloc: gcc cannot see that only the n filled entries are read. */
+    int *rows = calloc((size_t)B * 2, sizeof(int));
+    int32_t *tok = calloc((size_t)B, sizeof(int32_t));
+    uint8_t *want = calloc((size_t)B, 1);
+    float *lg = NULL;
+    if (!rows || !tok || !want) rc = fw_err_set(FW_ENOMEM, "decode: batch %d", B);
+    int *pos = rows ? rows + B : NULL;
+    for (int r = 0; rc == 0 && r < B; r++) {
+        if (active && !active[r]) continue;
+        rows[n] = r;
+        pos[n] = c->len[r];
+        tok[n] = ids[r];
+        want[n] = 1;
+        n++;
+    }
+    if (rc == 0 && n < B && !(lg = malloc((size_t)n * V * sizeof(float))))
+        rc = fw_err_set(FW_ENOMEM, "decode: logits of %d rows", n);
+    if (rc == 0)
+        rc = m->be_ops->kv_forward(m->be, c->kv, n, tok, rows, pos, want, lg ? lg : logits);
+    if (rc == 0 && lg)
+        for (int i = 0; i < n; i++)
+            memcpy(logits + (size_t)rows[i] * V, lg + (size_t)i * V, V * sizeof(float));
+    free(rows);
+    free(tok);
+    free(want);
+    free(lg);
     if (rc < 0) return rc;
     for (int r = 0; r < c->batch; r++)
         if (!active || active[r]) c->len[r]++;

@@ -117,7 +117,6 @@ typedef struct {
     float *logits; /* [batch, Vp] */
     int *d_meta;   /* ids, rows, pos, gather index: 4 * scratch_rows ints */
     int *h_meta;
-    float *h_logits; /* [batch, V] */
 } cuda_kv;
 
 /* ------------------------------------------------------------------------ */
@@ -753,7 +752,6 @@ static void cuda_kv_destroy(void *p) {
     cudaFree(kv->logits);
     cudaFree(kv->d_meta);
     free(kv->h_meta);
-    free(kv->h_logits);
     free(kv);
 }
 
@@ -785,8 +783,7 @@ static void *cuda_kv_new(void *p, int batch, int max_len) {
     if (rc == 0) rc = s_dalloc(be->dev, (void **)&kv->d_meta, rows * 4 * sizeof(int), "kv meta");
     if (rc == 0) {
         kv->h_meta = (int *)malloc(rows * 4 * sizeof(int));
-        kv->h_logits = (float *)malloc((size_t)batch * cfg->vocab_size * sizeof(float));
-        if (!kv->h_meta || !kv->h_logits) rc = fw_err_set(FW_ENOMEM, "cuda: kv host buffers");
+        if (!kv->h_meta) rc = fw_err_set(FW_ENOMEM, "cuda: kv host buffers");
     }
     if (rc < 0) {
         char d[512];
@@ -869,66 +866,10 @@ static int s_kv_forward(cuda_kv *kv, int n, const int32_t *ids, const int *rows,
                                   V * sizeof(float), (size_t)k, cudaMemcpyDeviceToHost));
 }
 
-static int cuda_prefill(void *p, void *kvp, int row, int pos, const int32_t *ids, int n,
-                        float *logits) {
-    cuda_be *be = (cuda_be *)p;
-    cuda_kv *kv = (cuda_kv *)kvp;
-    CU_TRY(s_enter(be));
-    int *rows = (int *)malloc((size_t)n * 2 * sizeof(int));
-    uint8_t *want = (uint8_t *)calloc((size_t)n, 1);
-    if (!rows || !want) {
-        free(rows);
-        free(want);
-        return fw_err_set(FW_ENOMEM, "prefill: %d tokens", n);
-    }
-    int *ps = rows + n;
-    for (int i = 0; i < n; i++) {
-        rows[i] = row;
-        ps[i] = pos + i;
-    }
-    want[n - 1] = 1;
-    int rc = s_kv_forward(kv, n, ids, rows, ps, want, logits);
-    free(rows);
-    free(want);
-    return rc;
-}
-
-static int cuda_decode(void *p, void *kvp, const int32_t *ids, const int *pos,
-                       const uint8_t *active, float *logits) {
-    cuda_be *be = (cuda_be *)p;
-    cuda_kv *kv = (cuda_kv *)kvp;
-    int B = kv->batch, n = 0;
-    size_t V = (size_t)be->cfg.vocab_size;
-    CU_TRY(s_enter(be));
-    int *rows = (int *)calloc((size_t)B * 2, sizeof(int));
-    int32_t *tok = (int32_t *)calloc((size_t)B, sizeof(int32_t));
-    uint8_t *want = (uint8_t *)calloc((size_t)B, 1);
-    int rc = 0;
-    if (!rows || !tok || !want) {
-        rc = fw_err_set(FW_ENOMEM, "decode: batch %d", B);
-        goto done;
-    }
-    {
-        int *ps = rows + B;
-        for (int r = 0; r < B; r++) {
-            if (active && !active[r]) continue;
-            rows[n] = r;
-            ps[n] = pos[r];
-            tok[n] = ids[r];
-            want[n] = 1;
-            n++;
-        }
-        rc = s_kv_forward(kv, n, tok, rows, ps, want, kv->h_logits);
-        if (rc == 0)
-            for (int i = 0; i < n; i++)
-                memcpy(logits + (size_t)rows[i] * V, kv->h_logits + (size_t)i * V,
-                       V * sizeof(float));
-    }
-done:
-    free(rows);
-    free(tok);
-    free(want);
-    return rc;
+static int cuda_kv_forward(void *p, void *kvp, int n, const int32_t *ids, const int *rows,
+                           const int *pos, const uint8_t *want, float *logits) {
+    CU_TRY(s_enter((cuda_be *)p));
+    return s_kv_forward((cuda_kv *)kvp, n, ids, rows, pos, want, logits);
 }
 
 #include "ops.cuh"
@@ -955,6 +896,5 @@ extern "C" const fw_backend fw_backend_cuda = {
     /* .embed = */ cuda_embed,
     /* .kv_new = */ cuda_kv_new,
     /* .kv_destroy = */ cuda_kv_destroy,
-    /* .prefill = */ cuda_prefill,
-    /* .decode = */ cuda_decode,
+    /* .kv_forward = */ cuda_kv_forward,
 };
