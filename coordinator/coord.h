@@ -213,9 +213,18 @@ bool coord_data_serves(int msg_id);
 /* Serve one blob or dataset request (token checked, leader). Replies itself. */
 void coord_data_handle(coord_t *c, zframe_t *identity, const fw_msg_t *m, const coord_token_t *tok);
 
+/* Resolve a dataset reference (NAME: the latest version, or NAME@VERSION)
+ * by reading etcd: 0 with *out the version record (caller decrefs) and
+ * canon "NAME@V", or FW_EINVAL / FW_ENOTFOUND / an etcd error with detail. */
+int coord_datasets_resolve(coord_t *c, const char *ref, json_t **out, char *canon, size_t size);
+
 /* ----------------------------------------------------- coord_models.c */
 /* True for the model registry requests coord_models_handle serves. */
 bool coord_models_serves(int msg_id);
+/* Resolve a model reference (NAME, NAME:VERSION, NAME@ALIAS): 0 with *out
+ * the version record plus its "aliases" (caller decrefs) and canon
+ * "NAME:V", or FW_EINVAL / FW_ENOTFOUND / an etcd error with detail. */
+int coord_models_resolve(coord_t *c, const char *ref, json_t **out, char *canon, size_t size);
 /* Serve one MODEL_* request (token checked, leader). Replies itself. */
 void coord_models_handle(coord_t *c, zframe_t *identity, const fw_msg_t *m,
                          const coord_token_t *tok);

@@ -457,6 +457,48 @@ static void s_dataset_get(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
     coord_client_reply_doc(c, identity, m, FW_MSG_DATASET_GET_REPLY, found, -1);
 }
 
+int coord_datasets_resolve(coord_t *c, const char *ref, json_t **out, char *canon, size_t size) {
+    char name[S_NAME_MAX + 1];
+    uint64_t ver = 0;
+    const char *at = strchr(ref ? ref : "", '@');
+    size_t nlen = at ? (size_t)(at - ref) : strlen(ref ? ref : "");
+    if (nlen == 0 || nlen > S_NAME_MAX) goto bad;
+    snprintf(name, sizeof name, "%.*s", (int)nlen, ref);
+    if (!s_name_ok(name)) goto bad;
+    if (at) {
+        char *end;
+        ver = strtoull(at + 1, &end, 10);
+        if (at[1] < '1' || at[1] > '9' || *end || ver == 0) goto bad;
+    }
+    json_t *arr = NULL;
+    int rc = s_read(c, name, false, &arr);
+    if (rc < 0) return fw_err_set(rc, "reading dataset %s from etcd: %s", name, fw_err_detail());
+    json_t *found = NULL;
+    size_t n = json_array_size(arr);
+    if (ver == 0 && n) found = json_array_get(arr, n - 1);
+    for (size_t i = 0; ver && i < n; i++) {
+        json_t *o = json_array_get(arr, i);
+        if ((uint64_t)json_integer_value(json_object_get(o, "version")) == ver) found = o;
+    }
+    if (!found) {
+        json_decref(arr);
+        if (ver)
+            return fw_err_set(FW_ENOTFOUND, "dataset %s@%" PRIu64 ": not found%s", name, ver,
+                              n ? "" : " (no such dataset)");
+        return fw_err_set(FW_ENOTFOUND, "dataset %s: not found", name);
+    }
+    snprintf(canon, size, "%s@%" JSON_INTEGER_FORMAT, name,
+             json_integer_value(json_object_get(found, "version")));
+    *out = json_incref(found);
+    json_decref(arr);
+    return 0;
+bad:
+    return fw_err_set(FW_EINVAL,
+                      "dataset reference '%.200s': expected NAME or NAME@VERSION (names 1-128 of "
+                      "[A-Za-z0-9._-])",
+                      ref ? ref : "");
+}
+
 /* "NAME@VERSION" with a valid name and a version >= 1. */
 static bool s_ref_ok(const char *ref) {
     const char *at = strrchr(ref, '@');

@@ -183,7 +183,7 @@ static json_t *s_aliases_of(json_t *model, json_int_t v) {
 /* Resolve a reference "NAME", "NAME:VERSION" or "NAME@ALIAS" to its version
  * record (new reference) and "NAME:VERSION" in canon. FW_EINVAL /
  * FW_ENOTFOUND / an etcd error, with the detail set. */
-static int s_resolve(coord_t *c, const char *ref, json_t **out, char *canon, size_t size) {
+int coord_models_resolve(coord_t *c, const char *ref, json_t **out, char *canon, size_t size) {
     char name[S_NAME_MAX + 1], alias[S_NAME_MAX + 1] = "";
     uint64_t v = 0;
     size_t nlen = strcspn(ref, ":@");
@@ -380,7 +380,7 @@ static void s_register(coord_t *c, zframe_t *identity, const fw_msg_t *m,
         coord_client_error(c, identity, m, FW_EINVAL, 0, "hparams: expected a JSON object");
         goto done;
     }
-    if (parent && parent[0] && (rc = s_resolve(c, parent, &prec, pcanon, sizeof pcanon)) < 0) {
+    if (parent && parent[0] && (rc = coord_models_resolve(c, parent, &prec, pcanon, sizeof pcanon)) < 0) {
         coord_client_error(c, identity, m, rc, 0, "parent: %s", fw_err_detail());
         goto done;
     }
@@ -523,7 +523,7 @@ static void s_get(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
     else
         snprintf(ref, sizeof ref, "%s", name);
     json_t *rec = NULL;
-    int rc = s_resolve(c, ref, &rec, canon, sizeof canon);
+    int rc = coord_models_resolve(c, ref, &rec, canon, sizeof canon);
     if (rc < 0) {
         coord_client_error(c, identity, m, rc, rc == FW_ENOTFOUND || rc == FW_EINVAL ? 0 : 1000,
                            "%s", fw_err_detail());
