@@ -229,6 +229,11 @@ int coord_models_resolve(coord_t *c, const char *ref, json_t **out, char *canon,
 void coord_models_handle(coord_t *c, zframe_t *identity, const fw_msg_t *m,
                          const coord_token_t *tok);
 
+/* ---------------------------------------------------- coord_lineage.c */
+/* LINEAGE_GET: the lineage graph around a reference (docs/lineage.md). */
+void coord_lineage_handle(coord_t *c, zframe_t *identity, const fw_msg_t *m,
+                          const coord_token_t *tok);
+
 /* ------------------------------------------------------- coord_http.c */
 coord_http_t *coord_http_start(coord_t *c, const char *bind);
 void coord_http_stop(coord_http_t **h);

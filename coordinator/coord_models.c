@@ -65,6 +65,8 @@ bool coord_models_serves(int id) {
     case FW_MSG_MODEL_GET:
     case FW_MSG_MODEL_ALIAS_SET:
     case FW_MSG_MODEL_ALIAS_RM:
+    case FW_MSG_MODEL_PROMOTE:
+    case FW_MSG_LINEAGE_GET:
         return true;
     default:
         return false;
@@ -707,6 +709,12 @@ void coord_models_handle(coord_t *c, zframe_t *identity, const fw_msg_t *m,
         break;
     case FW_MSG_MODEL_ALIAS_RM:
         s_alias_rm(c, identity, m, tok);
+        break;
+    case FW_MSG_MODEL_PROMOTE:
+        coord_client_error(c, identity, m, FW_EUNSUPPORTED, 0, "model promote: not built yet");
+        break;
+    case FW_MSG_LINEAGE_GET:
+        coord_lineage_handle(c, identity, m, tok);
         break;
     default:
         break;
