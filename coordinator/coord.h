@@ -225,6 +225,23 @@ bool coord_models_serves(int msg_id);
  * the version record plus its "aliases" (caller decrefs) and canon
  * "NAME:V", or FW_EINVAL / FW_ENOTFOUND / an etcd error with detail. */
 int coord_models_resolve(coord_t *c, const char *ref, json_t **out, char *canon, size_t size);
+/* A model version to register (borrowed strings and JSON). */
+typedef struct {
+    const char *name, *digest; /* digest: the tree manifest, already in the store */
+    const char *parent;        /* a model reference or NULL */
+    json_t *datasets;          /* array of "NAME@V" or NULL */
+    const char *job;           /* NULL: none */
+    json_t *hparams, *metrics; /* objects or NULL */
+    const char *code_version;
+    const char *by; /* token name of the creator */
+} coord_model_reg_t;
+/* Register the next version of r->name (idempotent by digest: *existing
+ * then true and *out the earlier version). 0 with *out the record (caller
+ * decrefs), or a negative fw_err with detail. Synchronous etcd I/O. */
+int coord_models_register(coord_t *c, const coord_model_reg_t *r, json_t **out, bool *existing);
+/* Write (or overwrite) the eval record of rec.model on rec.dataset
+ * (P/models/<name>/evals/<v>/<dataset>) with its audit entry. */
+int coord_models_put_eval(coord_t *c, json_t *rec, const char *by);
 /* Serve one MODEL_* request (token checked, leader). Replies itself. */
 void coord_models_handle(coord_t *c, zframe_t *identity, const fw_msg_t *m,
                          const coord_token_t *tok);

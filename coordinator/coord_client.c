@@ -129,6 +129,7 @@ void *coord_client_job_view(coord_t *c, const coord_job_t *j, bool with_tasks) {
     if (j->rendezvous) json_object_set_new(o, "rendezvous", json_string(j->rendezvous));
     if (j->idem_key) json_object_set_new(o, "idempotency_key", json_string(j->idem_key));
     json_object_set_new(o, "tasks", s_counts(j->count));
+    if (j->ml) json_object_update(o, j->ml);
     json_t *spec = json_loads(j->spec.json, 0, NULL);
     if (spec) json_object_set_new(o, "spec", spec);
     (void)with_tasks;

@@ -31,15 +31,31 @@
  * through coord_store's batches; its reply therefore leaves after the
  * commit, like every other write's. LIST and GET read etcd directly.
  *
+ * Ingest on the leader (DATASET_REGISTER with ingest=true). Thin clients
+ * (the Python client) cannot run fw_dataset themselves, so they upload the
+ * user's RAW bytes as a blob and ask the leader to ingest it: the leader
+ * runs fw_dataset_ingest on that blob with the defaults `flywheelctl
+ * dataset add` uses (no token count: the coordinator has no tokenizer),
+ * writes the canonical JSONL into the store and registers THAT digest with
+ * the report, exactly as if the client had ingested it. The raw digest is
+ * kept in the version's lineage ({"ingest": {"raw": ...}}). A file that
+ * fails ingestion (too many rejects, nothing left, bad UTF-8) is refused
+ * with the library's message plus the first rejected lines, and nothing is
+ * registered; the raw blob stays (it is content-addressed, harmless). The
+ * ingest runs on the loop like the rest of registration: uploads are
+ * bounded by coordinator.upload_max_bytes, and ingestion reads a file once.
+ *
  * Keys (docs/etcd-layout.md): P/datasets/<name>/<version, 8 digits>. */
 #include "coord.h"
 #include "coord_records.h"
 
+#include "fw_dataset.h"
 #include "fw_err.h"
 #include "fw_log.h"
 #include "fw_store.h"
 #include "fw_time.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdarg.h>
@@ -47,6 +63,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #define S_CHUNK_DEFAULT (1u << 20) /* BLOB_READ without max_bytes */
 #define S_CHUNK_MAX     (4u << 20) /* the BIN bound of BLOB_DATA.data */
@@ -510,6 +527,73 @@ static bool s_ref_ok(const char *ref) {
     return s_name_ok(name) && at[1] >= '1' && at[1] <= '9' && *end == '\0' && v > 0;
 }
 
+/* Ingest the raw blob `raw` into canonical JSONL, store it, and return its
+ * digest in out_digest and the report (JSON object, new reference) in
+ * *report. 0, or a negative fw_err with the detail set: the library's
+ * message followed by the first rejected lines, so the client can show
+ * the user what to fix. */
+static int s_ingest(coord_t *c, coord_data_t *d, const char *raw, json_t **report,
+                    char *out_digest) {
+    char dir[4096], in[4200], out[4200];
+    const char *t = getenv("TMPDIR");
+    snprintf(dir, sizeof dir, "%s/fw-ingest-XXXXXX", t && t[0] ? t : "/tmp");
+    if (!mkdtemp(dir)) return fw_err_set(FW_EIO, "ingest: mkdtemp %s: %s", dir, strerror(errno));
+    snprintf(out, sizeof out, "%s/data.jsonl", dir);
+    /* The directory store hands out its file; any other backend: a copy,
+     * verified against the digest on the way. */
+    bool copied = false;
+    int rc = fw_store_local_path(d->store, raw, in, sizeof in);
+    if (rc == FW_EUNSUPPORTED) {
+        snprintf(in, sizeof in, "%s/raw", dir);
+        rc = fw_store_get_file(d->store, raw, in);
+        copied = true;
+    }
+    if (rc < 0) {
+        rc = fw_err_set(rc, "ingest: raw blob %s: %s", raw, fw_err_detail());
+        goto done;
+    }
+    fw_dataset_opts o;
+    fw_dataset_opts_init(&o); /* flywheelctl dataset add's defaults, --max-bad 0.01 */
+    fw_dataset_report rep = {0};
+    rc = fw_dataset_ingest(in, &o, out, &rep);
+    if (rc < 0) {
+        char msg[1024];
+        int n = snprintf(msg, sizeof msg, "ingest of %s: %s", raw, fw_err_detail());
+        for (size_t i = 0; i < rep.nrejects && i < 5 && n > 0 && (size_t)n < sizeof msg; i++)
+            n += snprintf(msg + n, sizeof msg - (size_t)n, "%sline %zu: %s", i ? "; " : " (",
+                          rep.rejects[i].line, rep.rejects[i].reason);
+        if (rep.nrejects && n > 0 && (size_t)n < sizeof msg)
+            snprintf(msg + n, sizeof msg - (size_t)n, "%s)", rep.rejected > 5 ? "; ..." : "");
+        fw_dataset_report_free(&rep);
+        rc = fw_err_set(rc, "%s", msg);
+        goto done;
+    }
+    char *rjson = fw_dataset_report_json(&rep);
+    fw_dataset_report_free(&rep);
+    *report = rjson ? json_loads(rjson, 0, NULL) : NULL;
+    free(rjson);
+    if (!*report) {
+        rc = fw_err_set(FW_ENOMEM, "ingest: out of memory");
+        goto done;
+    }
+    rc = fw_store_put_file(d->store, out, out_digest);
+    if (rc < 0) {
+        rc = fw_err_set(rc, "ingest: storing the canonical JSONL: %s", fw_err_detail());
+        json_decref(*report);
+        *report = NULL;
+        goto done;
+    }
+    fw_info("event=dataset-ingested raw=%s digest=%s records=%" JSON_INTEGER_FORMAT
+            " rejected=%" JSON_INTEGER_FORMAT " coord=%s",
+            raw, out_digest, json_integer_value(json_object_get(*report, "records_out")),
+            json_integer_value(json_object_get(*report, "rejected")), c->o.name);
+done:
+    unlink(out);
+    if (copied) unlink(in);
+    rmdir(dir);
+    return rc;
+}
+
 static void s_dataset_register(coord_t *c, coord_data_t *d, zframe_t *identity, const fw_msg_t *m,
                                const coord_token_t *tok) {
     const char *name = fw_msg_get_str_f(m, FW_F_DATASET_REGISTER_name);
@@ -525,10 +609,14 @@ static void s_dataset_register(coord_t *c, coord_data_t *d, zframe_t *identity, 
         coord_client_error(c, identity, m, FW_EINVAL, 0, "digest '%.80s': expected sha256:<64 hex>", digest);
         return;
     }
-    json_t *report = json_loads(rtext, 0, NULL);
+    bool ingest = fw_msg_has_f(m, FW_F_DATASET_REGISTER_ingest) &&
+                  fw_msg_get_bool_f(m, FW_F_DATASET_REGISTER_ingest);
+    /* With ingest the client's report is ignored (the leader writes it). */
+    json_t *report = ingest ? json_object() : json_loads(rtext, 0, NULL);
     json_t *lineage = ltext && ltext[0] ? json_loads(ltext, 0, NULL) : json_object();
     json_t *parents = json_array();
     json_t *rec = NULL, *existing = NULL, *all = NULL;
+    char canon[FW_DIGEST_STR_SIZE];
     if (!json_is_object(report)) {
         coord_client_error(c, identity, m, FW_EINVAL, 0, "report: expected a JSON object");
         goto done;
@@ -564,6 +652,24 @@ static void s_dataset_register(coord_t *c, coord_data_t *d, zframe_t *identity, 
         coord_client_error(c, identity, m, rc, 0, "blob %s is not in the artifact store: upload it first (%s)",
                 digest, fw_err_detail());
         goto done;
+    }
+    if (ingest) {
+        json_decref(report);
+        report = NULL;
+        rc = s_ingest(c, d, digest, &report, canon);
+        if (rc < 0) {
+            coord_client_error(c, identity, m, rc, 0, "%s; nothing registered", fw_err_detail());
+            goto done;
+        }
+        if (!json_object_get(lineage, "ingest"))
+            json_object_set_new(lineage, "ingest", json_pack("{s:s}", "raw", digest));
+        digest = canon;
+        rc = fw_store_stat_blob(d->store, digest, &st);
+        if (rc < 0) {
+            coord_client_error(c, identity, m, rc, 0, "ingested blob %s: %s", digest,
+                               fw_err_detail());
+            goto done;
+        }
     }
     rc = s_read(c, name, false, &all);
     if (rc < 0) {

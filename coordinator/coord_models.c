@@ -43,6 +43,7 @@
 #include "coord_records.h"
 
 #include "fw_err.h"
+#include "fw_evalstats.h"
 #include "fw_log.h"
 #include "fw_store.h"
 #include "fw_time.h"
@@ -120,12 +121,13 @@ static int s_scan_page(const fw_etcd_kv *kvs, size_t n, void *arg) {
         snprintf(name, sizeof name, "%.*s", (int)(slash - rest), rest);
         bool is_version = strncmp(slash, "/versions/", 10) == 0;
         bool is_alias = strncmp(slash, "/aliases/", 9) == 0;
-        if (!is_version && !is_alias) continue;
+        bool is_eval = strncmp(slash, "/evals/", 7) == 0;
+        if (!is_version && !is_alias && !is_eval) continue;
         json_t *o = s_parse(&kvs[i]);
         if (!o) continue;
         json_t *m = json_object_get(sc->models, name);
         if (!m) {
-            m = json_pack("{s:[],s:{}}", "versions", "aliases");
+            m = json_pack("{s:[],s:{},s:[]}", "versions", "aliases", "evals");
             if (!m || json_object_set_new(sc->models, name, m) < 0) {
                 json_decref(o);
                 return FW_ENOMEM;
@@ -134,8 +136,10 @@ static int s_scan_page(const fw_etcd_kv *kvs, size_t n, void *arg) {
         if (is_version) {
             json_array_append_new(json_object_get(m, "versions"), o);
             sc->nversions++;
-        } else {
+        } else if (is_alias) {
             json_object_set_new(json_object_get(m, "aliases"), slash + 9, o);
+        } else {
+            json_array_append_new(json_object_get(m, "evals"), o);
         }
     }
     return sc->nversions > S_VERSIONS_MAX ? FW_ETOOBIG : 0;
@@ -226,6 +230,14 @@ int coord_models_resolve(coord_t *c, const char *ref, json_t **out, char *canon,
                         s_aliases_of(model, json_integer_value(json_object_get(rec, "version"))));
     snprintf(canon, size, "%s:%" JSON_INTEGER_FORMAT, name,
              json_integer_value(json_object_get(rec, "version")));
+    json_t *evals = json_array();
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(model, "evals"), i, e) {
+        const char *of = json_string_value(json_object_get(e, "model"));
+        if (of && strcmp(of, canon) == 0) json_array_append(evals, e);
+    }
+    json_object_set_new(copy, "evals", evals);
     json_decref(models);
     *out = copy;
     return 0;
@@ -239,7 +251,7 @@ bad:
 /* Commit one fenced write with its audit entry. key NULL: the audit entry
  * alone. val NULL (with a key): delete the key. The key must have
  * `target` == want (FW_ETCD_CMP_CREATE 0: absent; FW_ETCD_CMP_MOD: unchanged
- * since read). change: the audit change row (borrowed). 0, FW_ECONFLICT,
+ * since read; want < 0: no compare). change: the audit change row (borrowed). 0, FW_ECONFLICT,
  * FW_ENOTLEADER (after stepping down when fenced), or another fw_err. */
 static int s_commit(coord_t *c, const char *key, fw_etcd_cmp_target target, int64_t want,
                     const char *val, json_t *change) {
@@ -259,7 +271,7 @@ static int s_commit(coord_t *c, const char *key, fw_etcd_cmp_target target, int6
                    : fw_err_set(FW_ENOTLEADER, "leadership is changing; retry");
     }
     if (key) {
-        fw_etcd_txn_compare(txn, key, target, FW_ETCD_CMP_EQUAL, want);
+        if (want >= 0) fw_etcd_txn_compare(txn, key, target, FW_ETCD_CMP_EQUAL, want);
         if (val)
             fw_etcd_txn_put(txn, FW_ETCD_SUCCESS, key, val, strlen(val), 0, false);
         else
@@ -348,127 +360,123 @@ static int s_check_datasets(coord_t *c, json_t *arr) {
     return 0;
 }
 
-static void s_register(coord_t *c, zframe_t *identity, const fw_msg_t *m,
-                       const coord_token_t *tok) {
-    const char *name = fw_msg_get_str_f(m, FW_F_MODEL_REGISTER_name);
-    const char *digest = fw_msg_get_str_f(m, FW_F_MODEL_REGISTER_digest);
-    const char *parent = fw_msg_get_str_f(m, FW_F_MODEL_REGISTER_parent);
-    const char *dtext = fw_msg_get_str_f(m, FW_F_MODEL_REGISTER_datasets);
-    const char *job = fw_msg_get_str_f(m, FW_F_MODEL_REGISTER_job);
-    const char *htext = fw_msg_get_str_f(m, FW_F_MODEL_REGISTER_hparams);
-    const char *code = fw_msg_get_str_f(m, FW_F_MODEL_REGISTER_code_version);
-    json_t *datasets = NULL, *hparams = NULL, *models = NULL, *prec = NULL, *rec = NULL;
+int coord_models_register(coord_t *c, const coord_model_reg_t *r, json_t **out, bool *existing) {
+    json_t *prec = NULL, *models = NULL, *rec = NULL;
     fw_store *store = NULL;
     char pcanon[S_REF_MAX + 32] = "";
-    if (!s_name_ok(name)) {
-        coord_client_error(c, identity, m, FW_EINVAL, 0,
-                           "model name '%.128s': 1-128 of [A-Za-z0-9._-], not starting with '.'",
-                           name);
-        return;
-    }
-    if (!fw_digest_valid(digest)) {
-        coord_client_error(c, identity, m, FW_EINVAL, 0, "digest '%.80s': expected sha256:<64 hex>",
-                           digest);
-        return;
-    }
-    datasets = dtext && dtext[0] ? json_loads(dtext, 0, NULL) : json_array();
-    int rc = s_check_datasets(c, datasets);
-    if (rc < 0) {
-        coord_client_error(c, identity, m, rc, 0, "%s", fw_err_detail());
-        goto done;
-    }
-    hparams = htext && htext[0] ? json_loads(htext, 0, NULL) : json_object();
-    if (!json_is_object(hparams)) {
-        coord_client_error(c, identity, m, FW_EINVAL, 0, "hparams: expected a JSON object");
-        goto done;
-    }
-    if (parent && parent[0] && (rc = coord_models_resolve(c, parent, &prec, pcanon, sizeof pcanon)) < 0) {
-        coord_client_error(c, identity, m, rc, 0, "parent: %s", fw_err_detail());
-        goto done;
-    }
-    if (!c->o.store_dir || !c->o.store_dir[0]) {
-        coord_client_error(c, identity, m, FW_EUNSUPPORTED, 0,
-                           "this coordinator has no artifact store (set coordinator.store_dir)");
-        goto done;
-    }
+    int rc;
+    *out = NULL;
+    if (existing) *existing = false;
+    if (!s_name_ok(r->name))
+        return fw_err_set(FW_EINVAL,
+                          "model name '%.128s': 1-128 of [A-Za-z0-9._-], not starting with '.'",
+                          r->name ? r->name : "");
+    if (!fw_digest_valid(r->digest))
+        return fw_err_set(FW_EINVAL, "digest '%.80s': expected sha256:<64 hex>",
+                          r->digest ? r->digest : "");
+    if (r->datasets && (rc = s_check_datasets(c, r->datasets)) < 0) return rc;
+    if (r->hparams && !json_is_object(r->hparams))
+        return fw_err_set(FW_EINVAL, "hparams: expected a JSON object");
+    if (r->parent && r->parent[0] &&
+        (rc = coord_models_resolve(c, r->parent, &prec, pcanon, sizeof pcanon)) < 0)
+        return fw_err_set(rc, "parent: %s", fw_err_detail());
+    json_decref(prec);
+    if (!c->o.store_dir || !c->o.store_dir[0])
+        return fw_err_set(FW_EUNSUPPORTED,
+                          "this coordinator has no artifact store (set coordinator.store_dir)");
     /* A handle of our own on the shared store: cheap to open, and the
      * registry then needs nothing from coord_data.c's upload state. */
     store = fw_store_open_dir(c->o.store_dir, NULL);
-    if (!store) {
-        coord_client_error(c, identity, m, FW_EIO, 1000, "artifact store %s: %s", c->o.store_dir,
-                           fw_err_detail());
-        goto done;
-    }
+    if (!store)
+        return fw_err_set(FW_EIO, "artifact store %s: %s", c->o.store_dir, fw_err_detail());
     s_members mb = {.store = store};
-    rc = fw_store_tree_foreach(store, digest, s_check_member, &mb);
-    if (rc == FW_ENOTFOUND) {
-        coord_client_error(c, identity, m, rc, 0,
-                           "manifest %s is not in the artifact store: upload it first", digest);
-        goto done;
-    }
-    if (rc < 0) {
-        coord_client_error(c, identity, m, rc, 0, "manifest %s: %s", digest, fw_err_detail());
-        goto done;
-    }
-    if (mb.bad[0]) {
-        coord_client_error(c, identity, m, FW_ENOTFOUND, 0, "manifest %s: %s: upload it first",
-                           digest, mb.bad);
-        goto done;
-    }
-    rc = s_read(c, name, &models);
-    if (rc < 0) {
-        coord_client_error(c, identity, m, rc, 1000, "reading model %s from etcd: %s", name,
-                           fw_err_detail());
-        goto done;
-    }
-    json_t *vs = json_object_get(json_object_get(models, name), "versions");
+    rc = fw_store_tree_foreach(store, r->digest, s_check_member, &mb);
+    fw_store_destroy(&store);
+    if (rc == FW_ENOTFOUND)
+        return fw_err_set(rc, "manifest %s is not in the artifact store: upload it first",
+                          r->digest);
+    if (rc < 0) return fw_err_set(rc, "manifest %s: %s", r->digest, fw_err_detail());
+    if (mb.bad[0])
+        return fw_err_set(FW_ENOTFOUND, "manifest %s: %s: upload it first", r->digest, mb.bad);
+    if ((rc = s_read(c, r->name, &models)) < 0)
+        return fw_err_set(rc, "reading model %s from etcd: %s", r->name, fw_err_detail());
+    json_t *vs = json_object_get(json_object_get(models, r->name), "versions");
     uint64_t maxver = 0;
     for (size_t i = 0; i < json_array_size(vs); i++) {
         json_t *o = json_array_get(vs, i);
         uint64_t v = (uint64_t)json_integer_value(json_object_get(o, "version"));
         if (v > maxver) maxver = v;
         const char *dg = json_string_value(json_object_get(o, "digest"));
-        if (dg && strcmp(dg, digest) == 0) {
-            fw_info("event=model-exists name=%s version=%" PRIu64 " by=%s", name, v, tok->name);
-            coord_client_reply_doc(c, identity, m, FW_MSG_MODEL_REPLY, json_incref(o), 1);
-            goto done;
+        if (dg && strcmp(dg, r->digest) == 0) {
+            fw_info("event=model-exists name=%s version=%" PRIu64 " by=%s", r->name, v, r->by);
+            *out = json_incref(o);
+            if (existing) *existing = true;
+            json_decref(models);
+            return 0;
         }
     }
+    json_decref(models);
     uint64_t ver = maxver + 1;
-    rec = json_pack("{s:i,s:s,s:I,s:s,s:I,s:i,s:o,s:O,s:o,s:O,s:s,s:{},s:s,s:I,s:I,s:s}", "schema",
-                    COORD_SCHEMA, "name", name, "version", (json_int_t)ver, "digest", digest,
-                    "size", (json_int_t)mb.bytes, "files", mb.files, "parent",
-                    pcanon[0] ? json_string(pcanon) : json_null(), "datasets", datasets, "job",
-                    job && job[0] ? json_string(job) : json_null(), "hparams", hparams,
-                    "code_version", code && code[0] ? code : "unknown", "metrics", "created_by",
-                    tok->name, "created_at", (json_int_t)fw_wall_ms(), "epoch",
+    rec = json_pack("{s:i,s:s,s:I,s:s,s:I,s:i,s:o,s:o,s:o,s:o,s:s,s:o,s:s,s:I,s:I,s:s}",
+                    "schema", COORD_SCHEMA, "name", r->name, "version", (json_int_t)ver,
+                    "digest", r->digest, "size", (json_int_t)mb.bytes, "files", mb.files,
+                    "parent", pcanon[0] ? json_string(pcanon) : json_null(), "datasets",
+                    r->datasets ? json_incref(r->datasets) : json_array(), "job",
+                    r->job && r->job[0] ? json_string(r->job) : json_null(), "hparams",
+                    r->hparams ? json_incref(r->hparams) : json_object(), "code_version",
+                    r->code_version && r->code_version[0] ? r->code_version : "unknown",
+                    "metrics", r->metrics ? json_incref(r->metrics) : json_object(),
+                    "created_by", r->by, "created_at", (json_int_t)fw_wall_ms(), "epoch",
                     (json_int_t)c->L.epoch, "coordinator", c->o.name);
     char *val = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
     char key[COORD_KEY_MAX], id[S_NAME_MAX + 32];
-    s_key_version(c, name, ver, key, sizeof key);
-    snprintf(id, sizeof id, "model/%s:%" PRIu64, name, ver);
-    json_t *ch = json_pack("[s,s,s,{s:s}]", id, "", "registered", "by", tok->name);
+    s_key_version(c, r->name, ver, key, sizeof key);
+    snprintf(id, sizeof id, "model/%s:%" PRIu64, r->name, ver);
+    json_t *ch = json_pack("[s,s,s,{s:s}]", id, "", "registered", "by", r->by);
     rc = val && ch ? s_commit(c, key, FW_ETCD_CMP_CREATE, 0, val, ch) : FW_ENOMEM;
     free(val);
     json_decref(ch);
-    if (rc == 0) {
-        fw_info("event=model-registered name=%s version=%" PRIu64 " digest=%s parent=%s by=%s",
-                name, ver, digest, pcanon[0] ? pcanon : "-", tok->name);
-        coord_client_reply_doc(c, identity, m, FW_MSG_MODEL_REPLY, json_incref(rec), 0);
-    } else {
-        coord_client_error(c, identity, m, rc,
-                           rc == FW_ECONFLICT    ? 200
-                           : rc == FW_ENOTLEADER ? 500
-                                                 : 1000,
-                           "registering %s:%" PRIu64 ": %s", name, ver,
-                           rc == FW_ECONFLICT ? "the version was taken concurrently; retry"
-                                              : fw_err_detail());
+    if (rc < 0) {
+        json_decref(rec);
+        return fw_err_set(rc, "registering %s:%" PRIu64 ": %s", r->name, ver,
+                          rc == FW_ECONFLICT ? "the version was taken concurrently; retry"
+                                             : fw_err_detail());
     }
-done:
-    fw_store_destroy(&store);
-    json_decref(rec);
-    json_decref(prec);
-    json_decref(models);
+    fw_info("event=model-registered name=%s version=%" PRIu64 " digest=%s parent=%s by=%s",
+            r->name, ver, r->digest, pcanon[0] ? pcanon : "-", r->by);
+    *out = rec;
+    return 0;
+}
+
+static void s_register(coord_t *c, zframe_t *identity, const fw_msg_t *m,
+                       const coord_token_t *tok) {
+    const char *dtext = fw_msg_get_str_f(m, FW_F_MODEL_REGISTER_datasets);
+    const char *htext = fw_msg_get_str_f(m, FW_F_MODEL_REGISTER_hparams);
+    json_t *datasets = dtext && dtext[0] ? json_loads(dtext, 0, NULL) : json_array();
+    json_t *hparams = htext && htext[0] ? json_loads(htext, 0, NULL) : json_object();
+    coord_model_reg_t r = {
+        .name = fw_msg_get_str_f(m, FW_F_MODEL_REGISTER_name),
+        .digest = fw_msg_get_str_f(m, FW_F_MODEL_REGISTER_digest),
+        .parent = fw_msg_get_str_f(m, FW_F_MODEL_REGISTER_parent),
+        .datasets = datasets,
+        .job = fw_msg_get_str_f(m, FW_F_MODEL_REGISTER_job),
+        .hparams = hparams,
+        .code_version = fw_msg_get_str_f(m, FW_F_MODEL_REGISTER_code_version),
+        .by = tok->name,
+    };
+    json_t *rec = NULL;
+    bool existing = false;
+    int rc = hparams ? coord_models_register(c, &r, &rec, &existing)
+                     : fw_err_set(FW_EINVAL, "hparams: expected a JSON object");
+    if (rc == 0)
+        coord_client_reply_doc(c, identity, m, FW_MSG_MODEL_REPLY, rec, existing ? 1 : 0);
+    else
+        coord_client_error(c, identity, m, rc,
+                           rc == FW_ECONFLICT                     ? 200
+                           : rc == FW_ENOTLEADER                  ? 500
+                           : rc == FW_EIO || rc == FW_EUNAVAIL    ? 1000
+                                                                  : 0,
+                           "%s", fw_err_detail());
     json_decref(datasets);
     json_decref(hparams);
 }
@@ -692,6 +700,327 @@ static void s_alias_rm(coord_t *c, zframe_t *identity, const fw_msg_t *m,
     json_decref(cur);
 }
 
+/* ------------------------------------------------------ evals, promotion */
+
+int coord_models_put_eval(coord_t *c, json_t *rec, const char *by) {
+    const char *model = json_string_value(json_object_get(rec, "model"));
+    const char *dataset = json_string_value(json_object_get(rec, "dataset"));
+    const char *colon = model ? strrchr(model, ':') : NULL;
+    if (!colon || !dataset)
+        return fw_err_set(FW_EINVAL, "eval record: needs model NAME:V and dataset NAME@V");
+    char key[COORD_KEY_MAX];
+    snprintf(key, sizeof key, "%s/models/%.*s/evals/%08llu/%s", c->o.etcd_prefix,
+             (int)(colon - model), model, strtoull(colon + 1, NULL, 10), dataset);
+    char id[S_REF_MAX + 40];
+    snprintf(id, sizeof id, "model/%s", model);
+    char *val = json_dumps(rec, JSON_COMPACT);
+    json_t *ch = json_pack("[s,s,s,{s:s,s:s}]", id, "", "evaluated", "by", by, "dataset", dataset);
+    int rc = val && ch ? s_commit(c, key, FW_ETCD_CMP_MOD, -1, val, ch) : FW_ENOMEM;
+    free(val);
+    json_decref(ch);
+    if (rc < 0) return fw_err_set(rc, "recording the eval of %s on %s: %s", model, dataset,
+                                  fw_err_detail());
+    return 0;
+}
+
+/* The eval record of `rec` (a resolved version) on dataset canon `ds`, or
+ * with ds NULL any; borrowed. */
+static json_t *s_eval_on(json_t *rec, const char *ds) {
+    size_t i;
+    json_t *e;
+    json_t *best = NULL;
+    json_array_foreach(json_object_get(rec, "evals"), i, e) {
+        const char *d = json_string_value(json_object_get(e, "dataset"));
+        if (!d) continue;
+        if (ds && strcmp(d, ds) == 0) return e;
+        if (!ds && (!best || json_integer_value(json_object_get(e, "created_at")) >
+                                 json_integer_value(json_object_get(best, "created_at"))))
+            best = e;
+    }
+    return best;
+}
+
+/* A finished per-example set from a scores blob in the store. */
+static int s_load_scores(fw_store *st, const char *digest, const char *who, fw_evalset **out) {
+    char *buf = NULL;
+    size_t len = 0;
+    *out = NULL;
+    int rc = fw_store_get_buffer(st, digest ? digest : "", (size_t)1 << 31, &buf, &len);
+    if (rc < 0) return fw_err_set(rc, "scores of %s (%s): %s", who, digest ? digest : "?",
+                                  fw_err_detail());
+    fw_evalset *set = fw_evalset_new();
+    rc = set ? fw_evalset_add_jsonl(set, buf, len, who, 0, 0) : FW_ENOMEM;
+    if (rc == 0) rc = fw_evalset_finish(set, 0);
+    free(buf);
+    if (rc < 0) {
+        fw_evalset_destroy(&set);
+        return rc;
+    }
+    *out = set;
+    return 0;
+}
+
+/* Decide (docs/eval.md, "Promotion"): the challenger must be better by a
+ * significant margin (the paired-bootstrap interval of challenger minus
+ * champion excludes 0, on the better side) and by at least min_delta. */
+static int s_decide(coord_t *c, json_t *champ_eval, json_t *chal_eval, const char *metric,
+                    double min_delta, uint64_t seed, json_t *decision) {
+    fw_store *st = fw_store_open_dir(c->o.store_dir, NULL);
+    if (!st) return fw_err_set(FW_EIO, "artifact store %s: %s", c->o.store_dir, fw_err_detail());
+    fw_evalset *a = NULL, *b = NULL;
+    const char *an = json_string_value(json_object_get(champ_eval, "model"));
+    const char *bn = json_string_value(json_object_get(chal_eval, "model"));
+    int rc = s_load_scores(st, json_string_value(json_object_get(champ_eval, "scores")), an, &a);
+    if (rc == 0)
+        rc = s_load_scores(st, json_string_value(json_object_get(chal_eval, "scores")), bn, &b);
+    fw_store_destroy(&st);
+    fw_evalcmp cmp;
+    fw_evalcmp_opts o = {.seed = seed};
+    if (rc == 0) rc = fw_evalcmp_run(a, b, &o, &cmp);
+    fw_evalset_destroy(&a);
+    fw_evalset_destroy(&b);
+    if (rc < 0) return rc;
+    const fw_evalcmp_metric *mt = fw_evalcmp_find(&cmp, metric);
+    if (!mt)
+        return fw_err_set(FW_EINVAL, "metric %s: not measured for %s evals", metric,
+                          fw_eval_kind_name(cmp.kind));
+    /* improvement > 0 means the challenger is better, in the metric's units. */
+    double improvement = mt->higher_is_better ? mt->diff : -mt->diff;
+    bool better_side = mt->significant && (mt->higher_is_better ? mt->direction > 0
+                                                                : mt->direction < 0);
+    bool promote = better_side && improvement >= min_delta;
+    char reason[256];
+    if (promote)
+        snprintf(reason, sizeof reason, "significantly better by %.6g (>= min_delta %.6g)",
+                 improvement, min_delta);
+    else if (!mt->significant)
+        snprintf(reason, sizeof reason, "difference not significant (95%% CI [%.6g, %.6g] "
+                 "includes 0)", mt->ci_lo, mt->ci_hi);
+    else if (!better_side)
+        snprintf(reason, sizeof reason, "challenger is significantly worse");
+    else
+        snprintf(reason, sizeof reason, "better by %.6g, less than min_delta %.6g", improvement,
+                 min_delta);
+    json_object_set_new(decision, "champion_value", json_real(mt->a));
+    json_object_set_new(decision, "challenger_value", json_real(mt->b));
+    json_object_set_new(decision, "delta", json_real(mt->diff));
+    json_object_set_new(decision, "improvement", json_real(improvement));
+    json_object_set_new(decision, "ci", json_pack("[f,f]", mt->ci_lo, mt->ci_hi));
+    json_object_set_new(decision, "significant", json_boolean(mt->significant));
+    json_object_set_new(decision, "examples", json_integer((json_int_t)cmp.examples));
+    json_object_set_new(decision, "resamples", json_integer(cmp.resamples));
+    json_object_set_new(decision, "seed", json_integer((json_int_t)seed));
+    json_object_set_new(decision, "promoted", json_boolean(promote));
+    json_object_set_new(decision, "reason", json_string(reason));
+    return 0;
+}
+
+/* One fenced txn: the promotion record (key must be absent), the champion
+ * alias when akey is given (unchanged since read: mod_revision == amod),
+ * and the audit entry. */
+static int s_commit_promotion(coord_t *c, const char *pkey, json_t *decision, const char *akey,
+                              int64_t amod, json_t *arec, json_t *changes) {
+    uint64_t aseq = (uint64_t)c->last_audit_seq + 1;
+    char audkey[COORD_KEY_MAX];
+    coord_key_audit(audkey, sizeof audkey, c->o.etcd_prefix, aseq);
+    json_t *audit = json_pack("{s:i,s:I,s:I,s:s,s:O}", "schema", COORD_SCHEMA, "ts",
+                              (json_int_t)fw_wall_ms(), "epoch", (json_int_t)c->L.epoch,
+                              "actor", c->o.name, "changes", changes);
+    char *aval = audit ? json_dumps(audit, JSON_COMPACT) : NULL;
+    char *pval = json_dumps(decision, JSON_COMPACT);
+    char *alval = arec ? json_dumps(arec, JSON_COMPACT) : NULL;
+    json_decref(audit);
+    fw_etcd_txn *txn = c->L.election ? fw_etcd_election_txn(c->L.election) : NULL;
+    int rc;
+    if (!txn) {
+        rc = fw_err_set(FW_ENOTLEADER, "leadership is changing; retry");
+    } else if (!aval || !pval || (arec && !alval)) {
+        rc = fw_err_set(FW_ENOMEM, "out of memory");
+    } else {
+        fw_etcd_txn_compare(txn, pkey, FW_ETCD_CMP_CREATE, FW_ETCD_CMP_EQUAL, 0);
+        fw_etcd_txn_put(txn, FW_ETCD_SUCCESS, pkey, pval, strlen(pval), 0, false);
+        if (akey) {
+            fw_etcd_txn_compare(txn, akey, FW_ETCD_CMP_MOD, FW_ETCD_CMP_EQUAL, amod);
+            fw_etcd_txn_put(txn, FW_ETCD_SUCCESS, akey, alval, strlen(alval), 0, false);
+        }
+        fw_etcd_txn_put(txn, FW_ETCD_SUCCESS, audkey, aval, strlen(aval), 0, false);
+        fw_etcd_txn_result *res = NULL;
+        rc = fw_etcd_txn_commit(c->etcd, txn, &res);
+        bool fenced = rc == FW_EFENCED || (res && res->fenced);
+        fw_etcd_txn_result_free(&res);
+        if (rc == 0) {
+            c->last_audit_seq = (int64_t)aseq;
+        } else if (fenced) {
+            coord_leader_step_down(c, "promotion txn fenced");
+            rc = fw_err_set(FW_ENOTLEADER, "leadership moved; retry");
+        } else if (rc == FW_ECONFLICT) {
+            rc = fw_err_set(rc, "the champion alias moved (or another promotion was recorded) "
+                            "concurrently; retry");
+        }
+    }
+    fw_etcd_txn_destroy(&txn);
+    free(aval);
+    free(pval);
+    free(alval);
+    return rc;
+}
+
+static void s_promote(coord_t *c, zframe_t *identity, const fw_msg_t *m,
+                      const coord_token_t *tok) {
+    const char *name = fw_msg_get_str_f(m, FW_F_MODEL_PROMOTE_name);
+    const char *chal = fw_msg_get_str_f(m, FW_F_MODEL_PROMOTE_challenger);
+    const char *metric = fw_msg_get_str_f(m, FW_F_MODEL_PROMOTE_metric);
+    const char *dsref = fw_msg_get_str_f(m, FW_F_MODEL_PROMOTE_dataset);
+    double min_delta = fw_msg_has_f(m, FW_F_MODEL_PROMOTE_min_delta)
+                           ? fw_msg_get_double_f(m, FW_F_MODEL_PROMOTE_min_delta)
+                           : 0.0;
+    uint64_t seed = fw_msg_has_f(m, FW_F_MODEL_PROMOTE_seed)
+                        ? fw_msg_get_uint_f(m, FW_F_MODEL_PROMOTE_seed)
+                        : 1;
+    json_t *crec = NULL, *chrec = NULL, *dsrec = NULL, *decision = NULL;
+    char ccanon[S_REF_MAX + 32] = "", chcanon[S_REF_MAX + 32] = "", dcanon[S_REF_MAX + 32] = "";
+    char champ_ref[S_NAME_MAX + 16];
+    int rc = 0;
+    static const char *const metrics[] = {"loss", "perplexity", "exact_match", "accuracy",
+                                          "accuracy_norm"};
+    bool known = false;
+    for (size_t i = 0; i < sizeof metrics / sizeof metrics[0]; i++)
+        if (metric && strcmp(metric, metrics[i]) == 0) known = true;
+    if (!s_name_ok(name)) {
+        rc = fw_err_set(FW_EINVAL, "model name '%.128s': 1-128 of [A-Za-z0-9._-]", name);
+        goto done;
+    }
+    if (!known) {
+        rc = fw_err_set(FW_EINVAL, "metric '%.32s': expected loss, perplexity, exact_match, "
+                        "accuracy or accuracy_norm", metric ? metric : "");
+        goto done;
+    }
+    if (!(min_delta >= 0) || min_delta > 1e12) {
+        rc = fw_err_set(FW_EINVAL, "min_delta: expected a number >= 0");
+        goto done;
+    }
+    if ((rc = coord_models_resolve(c, chal, &chrec, chcanon, sizeof chcanon)) < 0) {
+        rc = fw_err_set(rc, "challenger: %s", fw_err_detail());
+        goto done;
+    }
+    if (strcmp(json_string_value(json_object_get(chrec, "name")), name) != 0) {
+        rc = fw_err_set(FW_EINVAL, "challenger %s is not a version of model %s", chcanon, name);
+        goto done;
+    }
+    snprintf(champ_ref, sizeof champ_ref, "%s@champion", name);
+    rc = coord_models_resolve(c, champ_ref, &crec, ccanon, sizeof ccanon);
+    if (rc < 0 && rc != FW_ENOTFOUND) goto done;
+    if (dsref && dsref[0] && (rc = coord_datasets_resolve(c, dsref, &dsrec, dcanon,
+                                                          sizeof dcanon)) < 0)
+        goto done;
+    rc = 0;
+    decision = json_pack("{s:i,s:s,s:o,s:s,s:s,s:f,s:s,s:I}", "schema", COORD_SCHEMA, "name",
+                         name, "champion", crec ? json_string(ccanon) : json_null(),
+                         "challenger", chcanon, "metric", metric, "min_delta", min_delta,
+                         "by", tok->name, "at", (json_int_t)fw_wall_ms());
+    if (!crec) {
+        json_object_set_new(decision, "promoted", json_true());
+        json_object_set_new(decision, "reason", json_string("no champion yet"));
+        if (dcanon[0]) json_object_set_new(decision, "dataset", json_string(dcanon));
+    } else if (strcmp(ccanon, chcanon) == 0) {
+        rc = fw_err_set(FW_EINVAL, "%s is already %s@champion", chcanon, name);
+        goto done;
+    } else {
+        /* The dataset: the one asked for, else the newest the challenger
+         * was scored on that the champion was scored on too. */
+        json_t *ce = NULL, *he = NULL;
+        if (dcanon[0]) {
+            he = s_eval_on(chrec, dcanon);
+            ce = s_eval_on(crec, dcanon);
+        } else {
+            size_t i;
+            json_t *e;
+            json_array_foreach(json_object_get(chrec, "evals"), i, e) {
+                json_t *other = s_eval_on(crec, json_string_value(json_object_get(e, "dataset")));
+                if (other && (!he || json_integer_value(json_object_get(e, "created_at")) >
+                                         json_integer_value(json_object_get(he, "created_at")))) {
+                    he = e;
+                    ce = other;
+                }
+            }
+            if (he) snprintf(dcanon, sizeof dcanon, "%s",
+                             json_string_value(json_object_get(he, "dataset")));
+        }
+        if (!he || !ce) {
+            if (dcanon[0])
+                rc = fw_err_set(FW_ENOTFOUND, "no eval of %s on %s: run an eval job of %s and %s "
+                                "on it first", !he ? chcanon : ccanon, dcanon, ccanon, chcanon);
+            else
+                rc = fw_err_set(FW_ENOTFOUND, "no eval of %s and %s on a common dataset: give "
+                                "a dataset and run an eval job of both on it first",
+                                ccanon, chcanon);
+            goto done;
+        }
+        json_object_set_new(decision, "dataset", json_string(dcanon));
+        if ((rc = s_decide(c, ce, he, metric, min_delta, seed, decision)) < 0) goto done;
+    }
+    /* Record the decision and, when promoted, move the alias in the same
+     * fenced txn, compared against the alias as read (a concurrent move
+     * makes this FW_ECONFLICT and nothing is written). */
+    char akey[COORD_KEY_MAX], pkey[COORD_KEY_MAX], prefix[COORD_KEY_MAX];
+    s_key_alias(c, name, "champion", akey, sizeof akey);
+    int64_t amod = 0;
+    json_t *arec = NULL;
+    if ((rc = s_alias_read(c, akey, &arec, &amod)) < 0) goto done;
+    if (json_is_true(json_object_get(arec, "protected")) && tok->role != COORD_ROLE_ADMIN &&
+        json_is_true(json_object_get(decision, "promoted"))) {
+        json_decref(arec);
+        rc = fw_err_set(FW_EPERM, "%s@champion is protected: only an admin token promotes",
+                        name);
+        goto done;
+    }
+    snprintf(prefix, sizeof prefix, "%s/models/%s/promotions/", c->o.etcd_prefix, name);
+    /* The next sequence: one past the last key (the promotion txn requires
+     * its key absent, so two racing promotions cannot share one). */
+    fw_etcd_range_opts ro = {.prefix = true, .limit = 1, .keys_only = true,
+                             .sort_order = FW_ETCD_SORT_DESCEND, .sort_target = FW_ETCD_SORT_KEY};
+    fw_etcd_kvs *last = NULL;
+    uint64_t seq = 1;
+    if ((rc = fw_etcd_range(c->etcd, prefix, &ro, &last)) < 0) goto done;
+    if (last->n) seq = strtoull(last->kvs[0].key + strlen(prefix), NULL, 10) + 1;
+    fw_etcd_kvs_free(&last);
+    snprintf(pkey, sizeof pkey, "%s%08llu", prefix, (unsigned long long)seq);
+    json_object_set_new(decision, "seq", json_integer((json_int_t)seq));
+    bool promote = json_is_true(json_object_get(decision, "promoted"));
+    char id[S_NAME_MAX + 32];
+    snprintf(id, sizeof id, "model/%s@champion", name);
+    json_t *changes = json_pack("[[s,s,s,{s:s,s:s}]]", id, crec ? ccanon : "",
+                                promote ? chcanon : (crec ? ccanon : ""), "by", tok->name,
+                                "promotion", promote ? "promoted" : "kept");
+    json_t *arec_new = promote ? json_pack("{s:i,s:s,s:s,s:I,s:b,s:s,s:I,s:I}", "schema",
+                                           COORD_SCHEMA, "name", name, "alias", "champion",
+                                           "version", json_integer_value(json_object_get(chrec,
+                                           "version")), "protected",
+                                           json_is_true(json_object_get(arec, "protected")),
+                                           "set_by", tok->name,
+                                           "set_at", (json_int_t)fw_wall_ms(), "epoch",
+                                           (json_int_t)c->L.epoch)
+                               : NULL;
+    json_decref(arec);
+    rc = s_commit_promotion(c, pkey, decision, promote ? akey : NULL, amod, arec_new, changes);
+    json_decref(changes);
+    json_decref(arec_new);
+    if (rc < 0) goto done;
+    fw_info("event=model-promotion name=%s champion=%s challenger=%s promoted=%d by=%s", name,
+            crec ? ccanon : "-", chcanon, promote, tok->name);
+    coord_client_reply_doc(c, identity, m, FW_MSG_MODEL_REPLY, json_incref(decision), 0);
+done:
+    if (rc < 0)
+        coord_client_error(c, identity, m, rc,
+                           rc == FW_ECONFLICT ? 100 : rc == FW_ENOTLEADER ? 500
+                           : rc == FW_EIO || rc == FW_EUNAVAIL ? 1000 : 0, "%s",
+                           fw_err_detail());
+    json_decref(decision);
+    json_decref(crec);
+    json_decref(chrec);
+    json_decref(dsrec);
+}
+
 void coord_models_handle(coord_t *c, zframe_t *identity, const fw_msg_t *m,
                          const coord_token_t *tok) {
     switch (fw_msg_id(m)) {
@@ -711,7 +1040,7 @@ void coord_models_handle(coord_t *c, zframe_t *identity, const fw_msg_t *m,
         s_alias_rm(c, identity, m, tok);
         break;
     case FW_MSG_MODEL_PROMOTE:
-        coord_client_error(c, identity, m, FW_EUNSUPPORTED, 0, "model promote: not built yet");
+        s_promote(c, identity, m, tok);
         break;
     case FW_MSG_LINEAGE_GET:
         coord_lineage_handle(c, identity, m, tok);

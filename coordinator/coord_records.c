@@ -115,6 +115,16 @@ void coord_render_job(coord_jw *w, const coord_job_t *j) {
             coord_jw_kint(w, coord_task_state_name(st), j->count[st]);
         coord_jw_obj_end(w);
     }
+    if (j->ml) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(j->ml, k, v) {
+            char *txt = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+            if (txt) coord_jw_kraw(w, k, txt);
+            else w->oom = true;
+            free(txt);
+        }
+    }
     coord_jw_kraw(w, "spec", j->spec.json);
     coord_jw_obj_end(w);
 }
@@ -210,6 +220,13 @@ int coord_parse_job(coord_state_t *s, const char *key, const char *value, coord_
     j->finished_at = s_i64(o, "finished_at");
     j->idem_key = s_strdup_field(o, "idempotency_key");
     j->error = s_strdup_field(o, "error");
+    static const char *const ml_keys[] = {"result", "curve", "checkpoint", "resumed"};
+    for (size_t k = 0; k < sizeof ml_keys / sizeof ml_keys[0]; k++) {
+        json_t *v = json_object_get(o, ml_keys[k]);
+        if (!v) continue;
+        if (!j->ml) j->ml = json_object();
+        json_object_set(j->ml, ml_keys[k], v);
+    }
     j->cancel_requested = json_is_true(json_object_get(o, "cancel_requested"));
     j->record_committed = true;
     if (st != JOB_QUEUED) {

@@ -16,11 +16,27 @@
 
 static const char *const s_command_fields[] = {"command", NULL};
 static const char *const s_no_fields[] = {NULL};
+/* "resolved" is written by the leader at submission (coord_ml.c), never by
+ * the submitter: coord_ml_prepare refuses a spec that brings its own. */
+static const char *const s_finetune_fields[] = {
+    "base", "dataset", "eval_dataset", "output", "hparams", "checkpoint_every", "threads",
+    "collective", "resolved", NULL};
+static const char *const s_embed_fields[] = {"model", "dataset", "batch", "seq", "threads",
+                                             "resolved", NULL};
+static const char *const s_eval_fields[] = {"models", "dataset", "batch", "seq", "threads",
+                                            "resolved", NULL};
 
-/* The kinds table. Later issues add finetune, embed, eval and serve here. */
+/* The kinds table. A later issue adds serve here. */
 static const coord_kind_info s_kinds[] = {
     {"noop", false, false, s_no_fields, "completes at once inside the agent (tests, benchmarks)"},
     {"command", true, true, s_command_fields, "runs spec.command (argv) on the agent"},
+    {"finetune", false, false, s_finetune_fields,
+     "trains a registered model on a dataset with world_size data-parallel ranks; registers the "
+     "result as a new model version"},
+    {"embed", false, false, s_embed_fields,
+     "embeds a dataset with a model in shards; one merged matrix artifact"},
+    {"eval", false, false, s_eval_fields,
+     "scores one or more models on a dataset in shards; merged metrics and per-example scores"},
 };
 
 const coord_kind_info *coord_kind_find(const char *kind) {
@@ -115,6 +131,85 @@ static bool s_env_name_ok(const char *s) {
     return true;
 }
 
+static int s_str(json_t *obj, const char *key, const char *path, bool required, size_t max) {
+    json_t *v = json_object_get(obj, key);
+    if (!v) {
+        if (required) return fw_err_set(FW_EINVAL, "%s.%s: required", path, key);
+        return 0;
+    }
+    if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > max)
+        return fw_err_set(FW_EINVAL, "%s.%s: expected a non-empty string of at most %zu bytes",
+                          path, key, max);
+    return 0;
+}
+
+static int s_num(json_t *obj, const char *key, const char *path, double lo, double hi) {
+    json_t *v = json_object_get(obj, key);
+    if (!v) return 0;
+    if (!json_is_number(v) || json_number_value(v) < lo || json_number_value(v) > hi)
+        return fw_err_set(FW_EINVAL, "%s.%s: expected a number %g..%g", path, key, lo, hi);
+    return 0;
+}
+
+/* The fields of finetune, embed and eval (their meaning: docs/jobs.md). */
+static int s_check_ml(json_t *root, const char *kind) {
+    long long x = 0;
+    int rc;
+    if ((rc = s_int(root, "threads", "spec", 1, 1024, &x)) < 0) return rc;
+    if ((rc = s_int(root, "batch", "spec", 1, 4096, &x)) < 0) return rc;
+    if ((rc = s_int(root, "seq", "spec", 0, 1 << 20, &x)) < 0) return rc;
+    if ((rc = s_str(root, "dataset", "spec", true, 300)) < 0) return rc;
+    if (strcmp(kind, "finetune") == 0) {
+        if (json_object_get(root, "shards"))
+            return fw_err_set(FW_EINVAL, "spec.shards: a finetune job runs as a gang: give "
+                              "world_size (the number of data-parallel ranks)");
+        if ((rc = s_str(root, "base", "spec", true, 300)) < 0 ||
+            (rc = s_str(root, "eval_dataset", "spec", false, 300)) < 0 ||
+            (rc = s_str(root, "output", "spec", false, 128)) < 0 ||
+            (rc = s_int(root, "checkpoint_every", "spec", 0, 1LL << 40, &x)) < 0)
+            return rc;
+        json_t *col = json_object_get(root, "collective");
+        if (col && (!json_is_string(col) || (strcmp(json_string_value(col), "ring") != 0 &&
+                                             strcmp(json_string_value(col), "nccl") != 0)))
+            return fw_err_set(FW_EINVAL, "spec.collective: expected \"ring\" or \"nccl\"");
+        json_t *hp = json_object_get(root, "hparams");
+        if (!json_is_object(hp))
+            return fw_err_set(FW_EINVAL, "spec.hparams: required, an object with at least "
+                              "\"steps\"");
+        static const char *const hf[] = {"steps", "batch", "seq", "grad_accum", "lr", "warmup",
+                                         "min_lr_frac", "weight_decay", "grad_clip", "seed",
+                                         NULL};
+        if ((rc = s_unknown(hp, "spec.hparams", hf, NULL)) < 0) return rc;
+        if (!json_object_get(hp, "steps"))
+            return fw_err_set(FW_EINVAL, "spec.hparams.steps: required (optimizer steps)");
+        if ((rc = s_int(hp, "steps", "spec.hparams", 1, 1LL << 40, &x)) < 0 ||
+            (rc = s_int(hp, "batch", "spec.hparams", 1, 65536, &x)) < 0 ||
+            (rc = s_int(hp, "seq", "spec.hparams", 0, 1 << 20, &x)) < 0 ||
+            (rc = s_int(hp, "grad_accum", "spec.hparams", 1, 65536, &x)) < 0 ||
+            (rc = s_int(hp, "warmup", "spec.hparams", 0, 1LL << 40, &x)) < 0 ||
+            (rc = s_int(hp, "seed", "spec.hparams", 0, 1LL << 53, &x)) < 0 ||
+            (rc = s_num(hp, "lr", "spec.hparams", 0, 10)) < 0 ||
+            (rc = s_num(hp, "min_lr_frac", "spec.hparams", 0, 1)) < 0 ||
+            (rc = s_num(hp, "weight_decay", "spec.hparams", 0, 10)) < 0 ||
+            (rc = s_num(hp, "grad_clip", "spec.hparams", 0, 1e9)) < 0)
+            return rc;
+    } else if (strcmp(kind, "embed") == 0) {
+        if ((rc = s_str(root, "model", "spec", true, 300)) < 0) return rc;
+    } else {
+        json_t *ms = json_object_get(root, "models");
+        if (!json_is_array(ms) || json_array_size(ms) < 1 || json_array_size(ms) > 16)
+            return fw_err_set(FW_EINVAL, "spec.models: required, an array of 1-16 model "
+                              "references");
+        size_t i;
+        json_t *m;
+        json_array_foreach(ms, i, m) {
+            if (!json_is_string(m) || json_string_length(m) == 0 || json_string_length(m) > 300)
+                return fw_err_set(FW_EINVAL, "spec.models[%zu]: expected a model reference", i);
+        }
+    }
+    return 0;
+}
+
 static int s_parse(json_t *root, uint32_t max_tasks, coord_spec_t *out) {
     int rc;
     if (!json_is_object(root)) return fw_err_set(FW_EINVAL, "spec: expected a JSON object");
@@ -145,6 +240,19 @@ static int s_parse(json_t *root, uint32_t max_tasks, coord_spec_t *out) {
         out->gang = true;
     } else if ((rc = s_int(root, "shards", "spec", 1, max_tasks, &n)) < 0) {
         return rc;
+    }
+    bool ml = ki->fields == s_finetune_fields || ki->fields == s_embed_fields ||
+              ki->fields == s_eval_fields;
+    if (ml && (rc = s_check_ml(root, ki->kind)) < 0) return rc;
+    if (ki->fields == s_finetune_fields) out->gang = true; /* world_size 1 by default */
+    if (ki->fields == s_eval_fields) {
+        /* Every model is scored on every shard: models x shards tasks. */
+        long long tasks = n * (long long)json_array_size(json_object_get(root, "models"));
+        if (tasks > (long long)max_tasks)
+            return fw_err_set(FW_EINVAL, "spec.shards: %lld models x %lld shards = %lld tasks, "
+                              "at most %u", (long long)json_array_size(json_object_get(root,
+                              "models")), n, tasks, max_tasks);
+        n = tasks;
     }
     out->ntasks = (uint32_t)n;
 

@@ -95,6 +95,7 @@ static void s_job_free(coord_job_t *j) {
     free(j->idem_key);
     free(j->rendezvous);
     free(j->error);
+    json_decref(j->ml);
     free(j);
 }
 
@@ -462,6 +463,8 @@ static void s_job_follow(coord_state_t *s, coord_job_t *j, int64_t now_wall) {
                  : j->count[TASK_CANCELLED] > 0 ? JOB_CANCELLED
                                                  : JOB_SUCCEEDED;
         j->finished_at = now_wall;
+        if (to == JOB_SUCCEEDED && s->finalize && s->finalize(s->finalize_arg, j) < 0)
+            to = JOB_FAILED;
         coord_job_set_state(s, j, to);
         return;
     }

@@ -35,6 +35,7 @@
 #include <stdint.h>
 
 typedef struct _zhashx_t zhashx_t;
+typedef struct json_t json_t;
 
 typedef enum {
     TASK_PENDING = 0,
@@ -150,6 +151,9 @@ struct coord_job {
     bool gang_waiting;       /* in the retry heap */
     char *rendezvous;
     char *error; /* why the job failed */
+    /* What finetune/embed/eval jobs add to their record (coord_ml.c): an
+     * object with "result", "curve", "checkpoint", "resumed" as present. */
+    json_t *ml;
     size_t qpos; /* index in the queue array, valid while queued */
     coord_wr_t wr, qwr;
 };
@@ -217,6 +221,11 @@ typedef struct coord_state {
     uint32_t retry_backoff_ms, retry_backoff_max_ms;
     coord_state_hook_fn *hook;
     void *hook_arg;
+    /* Called when the last task of a job succeeded, before the job becomes
+     * SUCCEEDED: 0 to succeed, or -1 with j->error set to fail the job
+     * instead (merging shard outputs, registering what the job made). */
+    int (*finalize)(void *arg, coord_job_t *j);
+    void *finalize_arg;
     /* Jobs in submission order, for listing newest first. */
     coord_job_t **jobv;
     size_t njobs, jobcap;
