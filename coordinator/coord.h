@@ -246,6 +246,18 @@ int coord_models_put_eval(coord_t *c, json_t *rec, const char *by);
 void coord_models_handle(coord_t *c, zframe_t *identity, const fw_msg_t *m,
                          const coord_token_t *tok);
 
+/* --------------------------------------------------------- coord_ml.c */
+/* finetune/embed/eval at submission: resolve refs into spec "resolved",
+ * default checkpoint_every, refuse what cannot run. 0 or FW_E* with detail
+ * naming the spec field. Other kinds: 0, nothing done. */
+int coord_ml_prepare(coord_t *c, coord_spec_t *sp);
+/* TASK_PROGRESS of the current attempt of t: loss curve, checkpoints. */
+void coord_ml_progress(coord_t *c, coord_task_t *t, const fw_msg_t *m);
+/* Extra TASK_ASSIGN environment for t (resume from the job's checkpoint). */
+void coord_ml_assign_env(coord_t *c, coord_task_t *t, fw_val_t *env);
+/* coord_state's finalize hook (arg: the coord_t). */
+int coord_ml_finalize(void *arg, coord_job_t *j);
+
 /* ---------------------------------------------------- coord_lineage.c */
 /* LINEAGE_GET: the lineage graph around a reference (docs/lineage.md). */
 void coord_lineage_handle(coord_t *c, zframe_t *identity, const fw_msg_t *m,

@@ -122,6 +122,10 @@ void coord_agents_send_assign(coord_t *c, coord_task_t *t) {
         fw_msg_set_array_f(m, FW_F_TASK_ASSIGN_gpus, &g);
     }
     if (j->spec.timeout_ms) fw_msg_set_uint_f(m, FW_F_TASK_ASSIGN_timeout_ms, j->spec.timeout_ms);
+    fw_val_t *env = fw_val_new_map();
+    if (env) coord_ml_assign_env(c, t, env);
+    if (env && fw_val_size(env)) fw_msg_set_map_f(m, FW_F_TASK_ASSIGN_env, &env);
+    fw_val_destroy(&env);
     int rc = coord_agents_send(c, t->agent->id, m);
     fw_msg_destroy(&m);
     if (rc < 0) {
@@ -654,9 +658,13 @@ static void s_log(coord_t *c, const char *who, const fw_msg_t *m) {
 
 static void s_progress(coord_t *c, const char *who, const fw_msg_t *m) {
     coord_task_t *t = coord_task_find(c->st, fw_msg_get_str_f(m, FW_F_TASK_PROGRESS_task_id));
-    if (t && t->agent && strcmp(t->agent->id, who) == 0 &&
-        fw_msg_has_f(m, FW_F_TASK_PROGRESS_fraction))
+    if (!t || !t->agent || strcmp(t->agent->id, who) != 0 ||
+        t->attempt != fw_msg_get_uint_f(m, FW_F_TASK_PROGRESS_attempt) ||
+        coord_task_terminal(t->state))
+        return; /* an earlier attempt, or another agent's: stale */
+    if (fw_msg_has_f(m, FW_F_TASK_PROGRESS_fraction))
         t->progress = (float)fw_msg_get_double_f(m, FW_F_TASK_PROGRESS_fraction);
+    coord_ml_progress(c, t, m);
 }
 
 static void s_redirect(coord_t *c, zframe_t *identity, const fw_msg_t *m) {

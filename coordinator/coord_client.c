@@ -267,6 +267,12 @@ static void s_submit(coord_t *c, zframe_t *identity, const fw_msg_t *m, const co
         coord_spec_clear(&sp);
         return;
     }
+    if ((rc = coord_ml_prepare(c, &sp)) < 0) {
+        coord_client_error(c, identity, m, rc, rc == FW_EIO || rc == FW_EUNAVAIL ? 1000 : 0, "%s",
+                           fw_err_detail());
+        coord_spec_clear(&sp);
+        return;
+    }
     int64_t now = fw_wall_ms();
     coord_job_t *j = coord_job_add(c->st, c->st->next_job_seq, &sp, tok->name, now, true);
     if (!j) {

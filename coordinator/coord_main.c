@@ -459,6 +459,8 @@ static int s_setup(coord_t *c) {
     if (!c->store || !c->logs) return FW_ENOMEM;
     c->st->hook = coord_store_hook;
     c->st->hook_arg = c->store;
+    c->st->finalize = coord_ml_finalize;
+    c->st->finalize_arg = c;
 
     if (c->o.http_bind[0]) {
         c->http = coord_http_start(c, c->o.http_bind);
