@@ -193,8 +193,9 @@ void coord_client_reply_doc(coord_t *c, zframe_t *identity, const fw_msg_t *req,
 void coord_client_error(coord_t *c, zframe_t *identity, const fw_msg_t *req, int code,
                         uint64_t retry_ms, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
-/* Job and task views as JSON (jansson), for replies. */
-void *coord_client_job_view(coord_t *c, const coord_job_t *j, bool with_tasks);
+/* A job as JSON (jansson) for replies; full: with the loss curve (job get),
+ * else without it (lists, submission replies). */
+void *coord_client_job_view(coord_t *c, const coord_job_t *j, bool full);
 
 /* ------------------------------------------------------ coord_logs.c */
 coord_logs_t *coord_logs_new(coord_t *c);

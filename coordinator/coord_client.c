@@ -108,7 +108,7 @@ static json_t *s_counts(const uint32_t *count) {
     return o;
 }
 
-void *coord_client_job_view(coord_t *c, const coord_job_t *j, bool with_tasks) {
+void *coord_client_job_view(coord_t *c, const coord_job_t *j, bool full) {
     (void)c;
     json_t *o = json_object();
     json_object_set_new(o, "id", json_string(j->id));
@@ -129,10 +129,13 @@ void *coord_client_job_view(coord_t *c, const coord_job_t *j, bool with_tasks) {
     if (j->rendezvous) json_object_set_new(o, "rendezvous", json_string(j->rendezvous));
     if (j->idem_key) json_object_set_new(o, "idempotency_key", json_string(j->idem_key));
     json_object_set_new(o, "tasks", s_counts(j->count));
-    if (j->ml) json_object_update(o, j->ml);
+    if (j->ml) {
+        json_object_update(o, j->ml);
+        /* A list shows many jobs: the curve (up to 1000 points) only in get. */
+        if (!full) json_object_del(o, "curve");
+    }
     json_t *spec = json_loads(j->spec.json, 0, NULL);
     if (spec) json_object_set_new(o, "spec", spec);
-    (void)with_tasks;
     return o;
 }
 
@@ -303,7 +306,7 @@ static void s_job_get(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
         coord_client_error(c, identity, m, FW_ENOTFOUND, 0, "job %s: not found", id);
         return;
     }
-    s_reply_doc(c, identity, m, FW_MSG_JOB_GET_REPLY, coord_client_job_view(c, j, false), NULL);
+    s_reply_doc(c, identity, m, FW_MSG_JOB_GET_REPLY, coord_client_job_view(c, j, true), NULL);
 }
 
 static void s_job_list(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
