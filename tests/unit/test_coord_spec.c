@@ -91,6 +91,49 @@ static void test_spec_bad(void) {
     CHECK(coord_spec_parse(NULL, 10, &sp) == FW_EINVAL);
 }
 
+/* finetune, embed, eval: their fields, gang default, models x shards. */
+static void test_spec_ml(void) {
+    coord_spec_t sp;
+    REQUIRE(coord_spec_parse("{\"kind\":\"finetune\",\"base\":\"demo@champion\","
+                             "\"dataset\":\"sotu-train\",\"hparams\":{\"steps\":20,"
+                             "\"lr\":0.003}}", 1000, &sp) == 0);
+    CHECK(sp.gang); /* world_size 1 by default: a gang of one */
+    CHECK_EQ_INT(sp.ntasks, 1);
+    CHECK(!sp.admin_only);
+    coord_spec_clear(&sp);
+    REQUIRE(coord_spec_parse("{\"kind\":\"eval\",\"models\":[\"a:1\",\"a:2\",\"b\"],"
+                             "\"dataset\":\"d\",\"shards\":4}", 1000, &sp) == 0);
+    CHECK(!sp.gang);
+    CHECK_EQ_INT(sp.ntasks, 12); /* 3 models x 4 shards */
+    coord_spec_clear(&sp);
+    REQUIRE(coord_spec_parse("{\"kind\":\"embed\",\"model\":\"m\",\"dataset\":\"d\","
+                             "\"shards\":2,\"batch\":16}", 1000, &sp) == 0);
+    CHECK_EQ_INT(sp.ntasks, 2);
+    coord_spec_clear(&sp);
+
+    s_bad("{\"kind\":\"finetune\",\"dataset\":\"d\",\"hparams\":{\"steps\":1}}",
+          "spec.base: required");
+    s_bad("{\"kind\":\"finetune\",\"base\":\"m\",\"dataset\":\"d\"}", "spec.hparams: required");
+    s_bad("{\"kind\":\"finetune\",\"base\":\"m\",\"dataset\":\"d\",\"hparams\":{}}",
+          "spec.hparams.steps: required");
+    s_bad("{\"kind\":\"finetune\",\"base\":\"m\",\"dataset\":\"d\","
+          "\"hparams\":{\"steps\":5,\"stpes\":5}}", "spec.hparams.stpes: unknown field");
+    s_bad("{\"kind\":\"finetune\",\"base\":\"m\",\"dataset\":\"d\","
+          "\"hparams\":{\"steps\":5,\"lr\":\"big\"}}", "spec.hparams.lr: expected a number");
+    s_bad("{\"kind\":\"finetune\",\"base\":\"m\",\"dataset\":\"d\",\"shards\":2,"
+          "\"hparams\":{\"steps\":5}}", "spec.shards: a finetune job runs as a gang");
+    s_bad("{\"kind\":\"finetune\",\"base\":\"m\",\"dataset\":\"d\",\"collective\":\"mpi\","
+          "\"hparams\":{\"steps\":5}}", "spec.collective");
+    s_bad("{\"kind\":\"embed\",\"dataset\":\"d\"}", "spec.model: required");
+    s_bad("{\"kind\":\"embed\",\"model\":\"m\"}", "spec.dataset: required");
+    s_bad("{\"kind\":\"embed\",\"model\":\"m\",\"dataset\":\"d\",\"threads\":0}",
+          "spec.threads");
+    s_bad("{\"kind\":\"eval\",\"models\":[],\"dataset\":\"d\"}", "spec.models");
+    s_bad("{\"kind\":\"eval\",\"models\":[\"a\",7],\"dataset\":\"d\"}", "spec.models[1]");
+    s_bad("{\"kind\":\"eval\",\"models\":[\"a\",\"b\"],\"dataset\":\"d\",\"shards\":600}",
+          "2 models x 600 shards = 1200 tasks");
+}
+
 static void test_tokens(void) {
     coord_tokens_t *t = coord_tokens_new();
     REQUIRE(t);
@@ -155,6 +198,7 @@ static void test_tokens(void) {
 int main(void) {
     RUN(test_spec_good);
     RUN(test_spec_bad);
+    RUN(test_spec_ml);
     RUN(test_tokens);
     return fw_test_summary();
 }
