@@ -57,11 +57,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define S_RECORDS_MAX  100000      /* etcd records one request may read */
+#define S_RECORDS_MAX   100000 /* etcd records one request may read */
 #define S_DEPTH_DEFAULT 16
-#define S_ID_MAX       400         /* "artifact:sha256:<64>", "model:<128>:<20>" */
-#define S_REPLY_MAX    (4 << 20)   /* MODEL_REPLY.doc's bound (fw_messages.def) */
-#define S_PREFIX_MIN   8           /* hex digits a digest prefix needs */
+#define S_ID_MAX        400       /* "artifact:sha256:<64>", "model:<128>:<20>" */
+#define S_REPLY_MAX     (4 << 20) /* MODEL_REPLY.doc's bound (fw_messages.def) */
+#define S_PREFIX_MIN    8         /* hex digits a digest prefix needs */
 
 typedef struct {
     coord_t *c;
@@ -113,7 +113,8 @@ static json_t *s_attrs(json_t *node) {
 static void s_copy(json_t *attrs, const json_t *rec, const char *k) {
     json_t *v = json_object_get(rec, k);
     if (!v || json_is_null(v)) return;
-    if ((json_is_object(v) && json_object_size(v) == 0) || (json_is_array(v) && !json_array_size(v)))
+    if ((json_is_object(v) && json_object_size(v) == 0) ||
+        (json_is_array(v) && !json_array_size(v)))
         return;
     json_object_set(attrs, k, v);
 }
@@ -398,13 +399,13 @@ static int s_build(s_graph *g) {
     int64_t rev = 0;
     g->skip = (size_t)snprintf(prefix, sizeof prefix, "%s/datasets/", c->o.etcd_prefix);
     int rc = fw_etcd_range_pages(c->etcd, prefix, 500, 0, s_datasets_page, g, &rev);
-    if (rc < 0) return rc == FW_ETOOBIG ? rc : fw_err_set(rc, "reading %s: %s", prefix,
-                                                         fw_err_detail());
+    if (rc < 0)
+        return rc == FW_ETOOBIG ? rc : fw_err_set(rc, "reading %s: %s", prefix, fw_err_detail());
     /* The same revision: a model never names a dataset this read missed. */
     g->skip = (size_t)snprintf(prefix, sizeof prefix, "%s/models/", c->o.etcd_prefix);
     rc = fw_etcd_range_pages(c->etcd, prefix, 500, rev, s_models_page, g, NULL);
-    if (rc < 0) return rc == FW_ETOOBIG ? rc : fw_err_set(rc, "reading %s: %s", prefix,
-                                                         fw_err_detail());
+    if (rc < 0)
+        return rc == FW_ETOOBIG ? rc : fw_err_set(rc, "reading %s: %s", prefix, fw_err_detail());
     const char *k;
     json_t *arr;
     json_object_foreach(g->aliases, k, arr) {
@@ -417,8 +418,8 @@ static int s_build(s_graph *g) {
     for (size_t i = 0; i < c->st->njobs; i++) {
         const coord_job_t *j = c->st->jobv[i];
         const char *kind = j->spec.kind;
-        if (j->record_committed && (strcmp(kind, "finetune") == 0 ||
-                                    strcmp(kind, "embed") == 0 || strcmp(kind, "eval") == 0))
+        if (j->record_committed && (strcmp(kind, "finetune") == 0 || strcmp(kind, "embed") == 0 ||
+                                    strcmp(kind, "eval") == 0))
             json_object_set_new(g->jobs, j->id, json_true());
     }
     rc = s_read_jobs(g);
@@ -488,7 +489,8 @@ static int s_root(coord_t *c, const char *ref, char *id, size_t size, s_root_kin
         bool prefixed = strncmp(r, "model:", 6) == 0;
         rc = coord_models_resolve(c, prefixed ? r + 6 : r, &rec, canon, sizeof canon);
         *kind = S_ROOT_MODEL;
-        if (rc == 0) snprintf(id, size, "model:%s", canon);
+        if (rc == 0)
+            snprintf(id, size, "model:%s", canon);
         else if (rc == FW_ENOTFOUND && !prefixed)
             /* A bare name is read as a model; say how to name the others. */
             rc = fw_err_set(rc, "%s (%s)", fw_err_detail(), hint);
@@ -519,11 +521,10 @@ static int s_artifact_root(s_graph *g, char *id, size_t size) {
         return 0;
     }
     if (matches > 1)
-        return fw_err_set(FW_EINVAL, "lineage: %s matches %d artifacts; give more digits",
-                          id + 9, matches);
+        return fw_err_set(FW_EINVAL, "lineage: %s matches %d artifacts; give more digits", id + 9,
+                          matches);
     return fw_err_set(FW_ENOTFOUND,
-                      "lineage: no model, dataset, embedding or eval scores has digest %s",
-                      id + 9);
+                      "lineage: no model, dataset, embedding or eval scores has digest %s", id + 9);
 }
 
 /* ------------------------------------------------------------- walk */
@@ -594,8 +595,7 @@ static json_t *s_cut(s_graph *g, const char *root, int depth) {
     }
     qsort(pl, np, sizeof *pl, s_place_cmp);
     json_t *nodes = json_array(), *edges = json_array();
-    for (size_t i = 0; i < np; i++)
-        json_array_append(nodes, json_object_get(g->nodes, pl[i].id));
+    for (size_t i = 0; i < np; i++) json_array_append(nodes, json_object_get(g->nodes, pl[i].id));
     size_t ne = json_array_size(g->edges), nk = 0;
     json_t **ev = calloc(ne ? ne : 1, sizeof *ev);
     for (size_t i = 0; ev && i < ne; i++) {
@@ -656,8 +656,7 @@ void coord_lineage_handle(coord_t *c, zframe_t *identity, const fw_msg_t *m,
         goto done;
     }
     if (kind == S_ROOT_JOB && !json_object_get(g.nodes, root)) {
-        coord_client_error(c, identity, m, FW_ENOTFOUND, 0, "lineage: job %s: not found",
-                           root + 4);
+        coord_client_error(c, identity, m, FW_ENOTFOUND, 0, "lineage: job %s: not found", root + 4);
         goto done;
     }
     if (!json_object_get(g.nodes, root)) {
@@ -679,8 +678,8 @@ void coord_lineage_handle(coord_t *c, zframe_t *identity, const fw_msg_t *m,
                            "ask for a smaller depth",
                            root, json_object_size(g.nodes), len);
     } else {
-        fw_info("event=lineage root=%s depth=%d records=%zu graph_nodes=%zu", root, depth,
-                g.nread, json_object_size(g.nodes));
+        fw_info("event=lineage root=%s depth=%d records=%zu graph_nodes=%zu", root, depth, g.nread,
+                json_object_size(g.nodes));
         coord_client_reply_doc(c, identity, m, FW_MSG_MODEL_REPLY, doc, -1);
     }
 done:
