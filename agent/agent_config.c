@@ -59,6 +59,22 @@ const fw_opt agent_opts[] = {
     {.name = "agent.retry_max", .type = FW_OPT_DURATION, .def = "5s", .min = "10ms", .max = "10m",
      .help = "Longest wait between retries of etcd and of registration with the leader "
              "(exponential backoff from a tenth of a second, with jitter)."},
+    {.name = "agent.store_dir", .type = FW_OPT_STRING,
+     .help = "The shared artifact store: the same directory as coordinator.store_dir (a local "
+             "path, or a shared file system across machines). finetune, embed and eval tasks "
+             "read models and datasets from it and write checkpoints and results to it; empty "
+             "makes them fail with an error saying so."},
+    {.name = "agent.cache_dir", .type = FW_OPT_STRING,
+     .help = "Local cache of store blobs (datasets, checkpoints) and of materialised model "
+             "directories (in its trees/ folder); empty means the cache/ folder of "
+             "agent.work_dir."},
+    {.name = "agent.cache_max_mb", .type = FW_OPT_INT, .def = "10240", .min = "0",
+     .max = "1099511627776",
+     .help = "Bound of the blob cache in MiB, least recently used blobs evicted first; 0 is "
+             "unbounded. Materialised model directories are not counted."},
+    {.name = "agent.engine", .type = FW_OPT_STRING,
+     .help = "Path of flywheel-engine for ML tasks; empty looks beside the agent binary, then "
+             "in the engine/ folder beside it (the build tree), then on PATH."},
     {.name = "curve.enabled", .type = FW_OPT_BOOL, .def = "false",
      .help = "Encrypt the connection to the coordinator with CURVE (needs "
              "curve.server_public_key_file)."},
@@ -139,6 +155,20 @@ int agent_config_resolve(const fw_config *cfg, agent_config_t *c) {
     c->log_fetch_max = (size_t)fw_config_get_size(cfg, "agent.log_fetch_max");
     c->kill_grace_ms = fw_config_get_duration(cfg, "agent.kill_grace");
     c->retry_max_ms = fw_config_get_duration(cfg, "agent.retry_max");
+    const char *store = fw_config_get_str(cfg, "agent.store_dir");
+    const char *cache = fw_config_get_str(cfg, "agent.cache_dir");
+    const char *engine = fw_config_get_str(cfg, "agent.engine");
+    if (strlen(store) >= sizeof c->store_dir - 256 || strlen(cache) >= sizeof c->cache_dir - 256 ||
+        strlen(engine) >= sizeof c->engine)
+        return fw_err_set(FW_ECONFIG, "key 'agent.store_dir', 'agent.cache_dir' or "
+                                      "'agent.engine': too long");
+    snprintf(c->store_dir, sizeof c->store_dir, "%s", store);
+    if (*cache)
+        snprintf(c->cache_dir, sizeof c->cache_dir, "%s", cache);
+    else
+        snprintf(c->cache_dir, sizeof c->cache_dir, "%s/cache", c->work_dir);
+    c->cache_max_mb = (uint64_t)fw_config_get_int(cfg, "agent.cache_max_mb");
+    snprintf(c->engine, sizeof c->engine, "%s", engine);
     snprintf(c->etcd_prefix, sizeof c->etcd_prefix, "%s",
              fw_config_has(cfg, "etcd.prefix") ? fw_config_get_str(cfg, "etcd.prefix")
                                                : "/flywheel");

@@ -31,6 +31,10 @@ typedef struct {
     int64_t retry_max_ms; /* cap of the etcd/leader retry backoff */
     bool gpu_discovery;
     size_t log_fetch_max; /* bytes per LOG_FETCH_REPLY when the request gives none */
+    char store_dir[1024]; /* "" = ML kinds fail */
+    char cache_dir[1152]; /* resolved: agent.cache_dir or <work_dir>/cache */
+    uint64_t cache_max_mb; /* 0 = unbounded */
+    char engine[1024];    /* "" = look beside the agent (agent_ml_engine_path) */
     /* shared keys */
     char etcd_prefix[256];
     bool curve;

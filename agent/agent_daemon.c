@@ -199,6 +199,12 @@ static void s_ev_progress(void *arg, const agent_task_t *t, json_t *o) {
         fw_msg_set_double_f(m, FW_F_TASK_PROGRESS_fraction, json_number_value(v));
     if ((v = json_object_get(o, "step")) && json_is_integer(v) && json_integer_value(v) >= 0)
         fw_msg_set_uint_f(m, FW_F_TASK_PROGRESS_step, (uint64_t)json_integer_value(v));
+    /* finetune rank 0: a checkpoint the store holds (agent_ml.c sends these
+     * unthrottled, after the put). */
+    if ((v = json_object_get(o, "checkpoint")) && json_is_string(v) &&
+        fw_msg_set_str_f(m, FW_F_TASK_PROGRESS_checkpoint, json_string_value(v)) < 0)
+        fw_warn("event=checkpoint-field-dropped task=%s detail=\"%s\"", t->task_id,
+                fw_err_detail());
     if ((v = json_object_get(o, "message")) && json_is_string(v)) {
         char msg[1025];
         snprintf(msg, sizeof msg, "%s", json_string_value(v));
@@ -905,7 +911,11 @@ agent_daemon_t *agent_daemon_new(const agent_config_t *cfg, const fw_config *fcf
                            .log_keep = cfg->log_keep,
                            .kill_grace_ms = cfg->kill_grace_ms,
                            .agent_id = cfg->id,
-                           .base_env = environ};
+                           .base_env = environ,
+                           .store_dir = cfg->store_dir,
+                           .cache_dir = cfg->cache_dir,
+                           .cache_max_bytes = cfg->cache_max_mb << 20,
+                           .engine = cfg->engine};
     agent_runner_events ev = {s_ev_started, s_ev_result, s_ev_progress};
     if (!(d->runner = agent_runner_new(&rc, &ev, d))) goto fail;
 

@@ -8,6 +8,8 @@
  *
  *   noop     completes inside the agent at once with {"ok":true}: no
  *            process, no journal file, no log. For benchmarks and tests.
+ *   finetune, embed, eval   flywheel-engine runs (agent_ml.c,
+ *            docs/executors.md) with the environment below.
  *   command  spec.command is an argv run as a child process (PATH lookup,
  *            no shell unless the argv asks for one), only where
  *            agent.allow_command is true. Environment: the agent's, then
@@ -27,6 +29,8 @@
  *                         (PCI order makes the indices NVML's, which the agent
  *                         reported) */
 #include "agent_task.h"
+
+#include "agent_ml.h"
 
 #include "fw_err.h"
 #include "fw_file.h"
@@ -136,8 +140,7 @@ static int s_parse_command(const char *spec, json_t **root, const char ***argv) 
     return 0;
 }
 
-/* The number after the last '.' of a task id ("j-000042.17" -> 17), or 0. */
-static uint64_t s_shard_index(const char *task_id) {
+uint64_t agent_exec_shard_index(const char *task_id) {
     const char *dot = strrchr(task_id, '.');
     if (!dot || !dot[1]) return 0;
     char *end;
@@ -145,28 +148,29 @@ static uint64_t s_shard_index(const char *task_id) {
     return *end ? 0 : v;
 }
 
-static int s_run_command(agent_runner_t *r, agent_task_t *t, const agent_assign_t *a) {
+int agent_exec_task_dir(const agent_runner_t *r, const agent_task_t *t, char *buf, size_t size) {
     const agent_runner_cfg *cfg = agent_runner_config(r);
-    if (!cfg->allow_command)
-        return fw_err_set(FW_EPERM,
-                          "command tasks are disabled on agent %s (agent.allow_command is false)",
-                          cfg->agent_id);
-    json_t *root = NULL;
-    const char **argv = NULL;
-    s_env env = {NULL, 0, 0};
-    int rc = s_parse_command(a->spec, &root, &argv);
-    if (rc < 0) goto out;
-    char dir[1400];
-    snprintf(dir, sizeof dir, "%s/tasks/%s.%" PRIu64, cfg->work_dir, t->task_id, t->attempt);
-    if ((rc = fw_file_mkdirs(dir, 0755)) < 0) goto out;
+    int n = snprintf(buf, size, "%s/tasks/%s.%" PRIu64, cfg->work_dir, t->task_id, t->attempt);
+    if (n < 0 || (size_t)n >= size) return fw_err_set(FW_EINVAL, "task directory path too long");
+    return fw_file_mkdirs(buf, 0755);
+}
 
+void agent_exec_env_free(char ***envp) {
+    if (!envp || !*envp) return;
+    for (char **p = *envp; *p; p++) free(*p);
+    free(*envp);
+    *envp = NULL;
+}
+
+char **agent_exec_env(const agent_runner_t *r, const agent_task_t *t, const agent_assign_t *a,
+                      uint64_t shards, const char *task_dir, const char *const *extra) {
+    const agent_runner_cfg *cfg = agent_runner_config(r);
+    s_env env = {NULL, 0, 0};
+    int rc = 0;
     for (char *const *p = cfg->base_env; p && *p; p++)
-        if ((rc = s_env_set(&env, *p)) < 0) goto out;
-    json_t *shards = json_object_get(root, "shards");
-    uint64_t count = json_is_integer(shards) && json_integer_value(shards) > 0
-                         ? (uint64_t)json_integer_value(shards)
-                         : 1;
-    uint64_t index = s_shard_index(t->task_id);
+        if ((rc = s_env_set(&env, *p)) < 0) goto fail;
+    uint64_t count = shards ? shards : 1;
+    uint64_t index = agent_exec_shard_index(t->task_id);
     uint64_t rank = 0, world = 1;
     if (a->has_rank) {
         rank = index = a->rank;
@@ -180,10 +184,10 @@ static int s_run_command(agent_runner_t *r, agent_task_t *t, const agent_assign_
         (rc = s_env_setf(&env, "FLYWHEEL_RANK", "%" PRIu64, rank)) < 0 ||
         (rc = s_env_setf(&env, "FLYWHEEL_WORLD_SIZE", "%" PRIu64, world)) < 0 ||
         (rc = s_env_setf(&env, "FLYWHEEL_AGENT_ID", "%s", cfg->agent_id)) < 0 ||
-        (rc = s_env_setf(&env, "FLYWHEEL_TASK_DIR", "%s", dir)) < 0)
-        goto out;
+        (rc = s_env_setf(&env, "FLYWHEEL_TASK_DIR", "%s", task_dir)) < 0)
+        goto fail;
     if (a->rendezvous && (rc = s_env_setf(&env, "FLYWHEEL_RENDEZVOUS", "%s", a->rendezvous)) < 0)
-        goto out;
+        goto fail;
     if (a->ngpus) {
         char list[64 * 8] = "";
         size_t off = 0;
@@ -192,14 +196,46 @@ static int s_run_command(agent_runner_t *r, agent_task_t *t, const agent_assign_
                                     a->gpus[i]);
         if ((rc = s_env_setf(&env, "CUDA_VISIBLE_DEVICES", "%s", list)) < 0 ||
             (rc = s_env_set(&env, "CUDA_DEVICE_ORDER=PCI_BUS_ID")) < 0)
-            goto out;
+            goto fail;
     }
+    for (const char *const *p = extra; p && *p; p++)
+        if ((rc = s_env_set(&env, *p)) < 0) goto fail;
     for (const char *const *p = a->env; p && *p; p++)
-        if ((rc = s_env_set(&env, *p)) < 0) goto out;
-    static char *empty_env[] = {NULL};
-    rc = agent_task_spawn(t, (char *const *)argv, env.v ? env.v : empty_env, dir);
-out:
+        if ((rc = s_env_set(&env, *p)) < 0) goto fail;
+    if (!env.v && !(env.v = calloc(1, sizeof *env.v))) {
+        fw_err_set(FW_ENOMEM, "env: out of memory");
+        goto fail;
+    }
+    return env.v;
+fail:
     s_env_free(&env);
+    return NULL;
+}
+
+static int s_run_command(agent_runner_t *r, agent_task_t *t, const agent_assign_t *a) {
+    const agent_runner_cfg *cfg = agent_runner_config(r);
+    if (!cfg->allow_command)
+        return fw_err_set(FW_EPERM,
+                          "command tasks are disabled on agent %s (agent.allow_command is false)",
+                          cfg->agent_id);
+    json_t *root = NULL;
+    const char **argv = NULL;
+    char **envp = NULL;
+    int rc = s_parse_command(a->spec, &root, &argv);
+    if (rc < 0) goto out;
+    char dir[1400];
+    if ((rc = agent_exec_task_dir(r, t, dir, sizeof dir)) < 0) goto out;
+    json_t *shards = json_object_get(root, "shards");
+    uint64_t count = json_is_integer(shards) && json_integer_value(shards) > 0
+                         ? (uint64_t)json_integer_value(shards)
+                         : 1;
+    if (!(envp = agent_exec_env(r, t, a, count, dir, NULL))) {
+        rc = FW_ENOMEM;
+        goto out;
+    }
+    rc = agent_task_spawn(t, (char *const *)argv, envp, dir);
+out:
+    agent_exec_env_free(&envp);
     free(argv);
     json_decref(root);
     return rc;
@@ -210,6 +246,9 @@ out:
 static const agent_executor_t s_executors[] = {
     {.kind = "noop", .in_agent = true, .run = s_run_noop},
     {.kind = "command", .in_agent = false, .run = s_run_command},
+    {.kind = "finetune", .in_agent = false, .run = agent_ml_run_finetune},
+    {.kind = "embed", .in_agent = false, .run = agent_ml_run_embed},
+    {.kind = "eval", .in_agent = false, .run = agent_ml_run_eval},
 };
 
 const agent_executor_t *agent_executor_find(const char *kind) {

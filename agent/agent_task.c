@@ -13,7 +13,10 @@
  * S_READ_BUDGET bytes per wake-up so one chatty task cannot starve the
  * others or the leader connection. Bytes go to the log as they come; lines
  * starting with "@flywheel progress " carry a JSON object and become
- * progress events (at most one per S_PROGRESS_MS per task).
+ * progress events (at most one per S_PROGRESS_MS per task). A task whose
+ * executor installed hooks (agent_task_hooks: agent_ml.c) also has every
+ * line that is a JSON object handed to hooks->line, unthrottled, and its
+ * hooks->finish may rewrite the result after the exit, before the journal.
  *
  * Exit: SIGCHLD -> agent_runner_reap() -> the task's remaining output is
  * drained, then the result is built. The pipe is not waited on for EOF: a
@@ -54,6 +57,7 @@ struct agent_runner_t {
     agent_runner_cfg cfg;
     char *work_dir;
     char *agent_id;
+    char *store_dir, *cache_dir, *engine; /* copies of cfg's ("" when unset) */
     char journal_dir[1100];
     agent_runner_events ev;
     void *arg;
@@ -61,6 +65,8 @@ struct agent_runner_t {
     zloop_t *loop;
     size_t running;
     bool draining, stopping;
+    void *exec_state; /* executor family state (agent_ml), owned */
+    void (*exec_state_destroy)(void *);
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -107,8 +113,16 @@ static bool s_task_ok(const agent_task_t *t) {
 }
 #endif
 
+/* Release the executor's per-task context (idempotent). */
+static void s_task_unhook(agent_task_t *t) {
+    if (t->hooks && t->hooks->free && t->hook_ctx) t->hooks->free(t->hook_ctx);
+    t->hooks = NULL;
+    t->hook_ctx = NULL;
+}
+
 static void s_task_free(agent_task_t *t) {
     if (!t) return;
+    s_task_unhook(t);
     if (t->out_fd >= 0) {
         if (t->runner->loop) {
             zmq_pollitem_t item = {NULL, t->out_fd, ZMQ_POLLIN, 0};
@@ -138,10 +152,21 @@ agent_runner_t *agent_runner_new(const agent_runner_cfg *cfg, const agent_runner
     r->agent_id = strdup(cfg->agent_id ? cfg->agent_id : "agent");
     r->cfg.work_dir = r->work_dir;
     r->cfg.agent_id = r->agent_id;
+    r->store_dir = strdup(cfg->store_dir ? cfg->store_dir : "");
+    r->engine = strdup(cfg->engine ? cfg->engine : "");
+    if (cfg->cache_dir && *cfg->cache_dir) {
+        r->cache_dir = strdup(cfg->cache_dir);
+    } else if (r->work_dir && (r->cache_dir = malloc(strlen(r->work_dir) + 8))) {
+        sprintf(r->cache_dir, "%s/cache", r->work_dir);
+    }
+    r->cfg.store_dir = r->store_dir;
+    r->cfg.cache_dir = r->cache_dir;
+    r->cfg.engine = r->engine;
     r->ev = *ev;
     r->arg = arg;
     r->tasks = zhashx_new();
-    if (!r->work_dir || !r->agent_id || !r->tasks) {
+    if (!r->work_dir || !r->agent_id || !r->tasks || !r->store_dir || !r->engine ||
+        !r->cache_dir) {
         fw_err_set(FW_ENOMEM, "runner: out of memory");
         goto fail;
     }
@@ -186,6 +211,9 @@ agent_runner_t *agent_runner_new(const agent_runner_cfg *cfg, const agent_runner
     return r;
 fail:
     if (r->tasks) zhashx_destroy(&r->tasks);
+    free(r->store_dir);
+    free(r->cache_dir);
+    free(r->engine);
     free(r->work_dir);
     free(r->agent_id);
     free(r);
@@ -198,6 +226,10 @@ void agent_runner_destroy(agent_runner_t **p) {
     for (agent_task_t *t = zhashx_first(r->tasks); t; t = zhashx_next(r->tasks))
         if (t->state == AGENT_TASK_RUNNING && t->pid > 0) agent_proc_kill(t->pid, SIGKILL);
     zhashx_destroy(&r->tasks);
+    if (r->exec_state && r->exec_state_destroy) r->exec_state_destroy(r->exec_state);
+    free(r->store_dir);
+    free(r->cache_dir);
+    free(r->engine);
     free(r->work_dir);
     free(r->agent_id);
     free(r);
@@ -205,6 +237,19 @@ void agent_runner_destroy(agent_runner_t **p) {
 }
 
 void agent_runner_set_loop(agent_runner_t *r, zloop_t *loop) { r->loop = loop; }
+void *agent_runner_exec_state(const agent_runner_t *r) { return r->exec_state; }
+
+void agent_runner_set_exec_state(agent_runner_t *r, void *state, void (*destroy)(void *)) {
+    if (r->exec_state && r->exec_state_destroy) r->exec_state_destroy(r->exec_state);
+    r->exec_state = state;
+    r->exec_state_destroy = destroy;
+}
+
+void agent_task_set_hooks(agent_task_t *t, const agent_task_hooks *hooks, void *ctx) {
+    s_task_unhook(t);
+    t->hooks = hooks;
+    t->hook_ctx = ctx;
+}
 const agent_runner_cfg *agent_runner_config(const agent_runner_t *r) { return &r->cfg; }
 void agent_runner_set_draining(agent_runner_t *r, bool draining) { r->draining = draining; }
 bool agent_runner_draining(const agent_runner_t *r) { return r->draining; }
@@ -274,6 +319,7 @@ static void s_finish(agent_runner_t *r, agent_task_t *t) {
         t->out_fd = -1;
     }
     agent_log_destroy(&t->log);
+    s_task_unhook(t);
     if (t->durable) {
         int rc = agent_journal_put(r->journal_dir, &t->result);
         if (rc < 0)
@@ -301,8 +347,26 @@ void agent_task_note(agent_task_t *t, const char *fmt, ...) {
     agent_log_write(t->log, line, (size_t)n);
 }
 
+void agent_task_progress(agent_task_t *t, json_t *obj, bool force) {
+    agent_runner_t *r = t->runner;
+    int64_t now = fw_mono_ms();
+    if (!force && t->last_progress && now - t->last_progress < S_PROGRESS_MS) return;
+    t->last_progress = now;
+    if (r->ev.progress) r->ev.progress(r->arg, t, obj);
+}
+
 static void s_progress_line(agent_runner_t *r, agent_task_t *t) {
+    (void)r;
     size_t tag = sizeof S_PROGRESS_TAG - 1;
+    if (t->hooks && t->hooks->line && t->line_len > 1 && t->line[0] == '{') {
+        /* Cheap filter first: only lines that start like an object are
+         * parsed; the engine's stderr log lines never do. */
+        json_error_t jerr;
+        json_t *o = json_loadb(t->line, t->line_len, 0, &jerr);
+        if (json_is_object(o)) t->hooks->line(t, o, t->hook_ctx);
+        json_decref(o);
+        return;
+    }
     if (t->line_len <= tag || memcmp(t->line, S_PROGRESS_TAG, tag) != 0) return;
     int64_t now = fw_mono_ms();
     if (t->last_progress && now - t->last_progress < S_PROGRESS_MS) return;
@@ -312,8 +376,7 @@ static void s_progress_line(agent_runner_t *r, agent_task_t *t) {
         json_decref(o);
         return; /* a malformed progress line is just output */
     }
-    t->last_progress = now;
-    if (r->ev.progress) r->ev.progress(r->arg, t, o);
+    agent_task_progress(t, o, false);
     json_decref(o);
 }
 
@@ -438,7 +501,9 @@ int agent_runner_assign(agent_runner_t *r, const agent_assign_t *a) {
         s_finish(r, t);
         return AGENT_ASSIGN_ACCEPTED;
     }
-    if (ex->in_agent) {
+    if (ex->in_agent || (t->pid == 0 && t->result.status[0])) {
+        /* In-agent, or a process executor that had nothing to run (an
+         * empty shard) and filled the result itself. */
         s_finish(r, t);
         return AGENT_ASSIGN_ACCEPTED;
     }
@@ -492,9 +557,11 @@ static void s_build_result(agent_runner_t *r, agent_task_t *t, int code) {
     }
     free(tail);
 
-    char exit_text[96], last[256], err[1400];
+    char exit_text[96], last[1024], err[1400];
     agent_exit_text(code, exit_text, sizeof exit_text);
-    s_last_line(tail_s ? tail_s : "", tail_s ? strlen(tail_s) : 0, last, 200);
+    /* Up to 1000 bytes: an engine error names the file, line and field,
+     * and a path alone can take a couple of hundred. */
+    s_last_line(tail_s ? tail_s : "", tail_s ? strlen(tail_s) : 0, last, 1000);
     const char *status = "failed";
     err[0] = '\0';
     switch (t->stop) {
@@ -542,6 +609,9 @@ static void s_on_exit(agent_runner_t *r, agent_task_t *t, int code) {
     if (t->stop == AGENT_STOP_CANCEL) agent_task_note(t, "cancelled: %s",
                                                       t->stop_reason ? t->stop_reason : "");
     s_build_result(r, t, code);
+    /* The executor's last word (uploads, the contract's result JSON) comes
+     * before s_finish journals the result. */
+    if (t->hooks && t->hooks->finish) t->hooks->finish(t, code, t->hook_ctx);
     s_finish(r, t);
 }
 

@@ -38,6 +38,23 @@ typedef struct agent_task_t agent_task_t;
 
 typedef enum { AGENT_TASK_RUNNING = 1, AGENT_TASK_EXITED } agent_task_state;
 
+/* Per-task hooks of a process executor (agent_ml.c), set in its run() with
+ * agent_task_set_hooks. Every function may be NULL.
+ *   line    every complete output line that is a JSON object (borrowed),
+ *           in order and never rate-limited (the engine prints plain JSON
+ *           lines, not "@flywheel progress " ones);
+ *   finish  the process exited and the runner has built its usual result
+ *           (succeeded on exit 0, failed with the last output line, ...);
+ *           the hook may replace it with agent_task_set_result. Called
+ *           before the result is journaled and announced, so what it sets
+ *           is what the leader gets;
+ *   free    releases ctx once the task has exited (or the runner goes). */
+typedef struct {
+    void (*line)(agent_task_t *t, json_t *obj, void *ctx);
+    void (*finish)(agent_task_t *t, int code, void *ctx);
+    void (*free)(void *ctx);
+} agent_task_hooks;
+
 /* What TASK_ASSIGN says, borrowed for the call. */
 typedef struct {
     const char *job_id;
@@ -74,10 +91,12 @@ struct agent_task_t {
     agent_result_t result; /* valid in EXITED */
     int64_t result_sent_at; /* monotonic ms of the last send, 0 = never */
     int64_t last_progress;  /* monotonic ms of the last progress report */
-    char line[1024];        /* partial output line, for progress lines */
+    char line[4096];        /* partial output line, for progress and JSON lines */
     size_t line_len;
     bool line_skip;         /* the current line overflowed: ignore it */
     agent_runner_t *runner;
+    const agent_task_hooks *hooks; /* NULL: none */
+    void *hook_ctx;
 };
 
 typedef struct {
@@ -97,6 +116,11 @@ typedef struct {
     int64_t kill_grace_ms;
     const char *agent_id;
     char *const *base_env;    /* environment tasks inherit (environ); NULL = none */
+    /* finetune / embed / eval (agent_ml.c) */
+    const char *store_dir;    /* the shared artifact store; NULL/"" = ML kinds fail */
+    const char *cache_dir;    /* local blob cache; NULL/"" = <work_dir>/cache */
+    uint64_t cache_max_bytes; /* 0 = unbounded */
+    const char *engine;       /* flywheel-engine; NULL/"" = found beside the agent */
 } agent_runner_cfg;
 
 /* Assign outcomes (>= 0); refusals are negative fw_err codes. */
@@ -112,9 +136,10 @@ void agent_runner_destroy(agent_runner_t **p);
 void agent_runner_set_loop(agent_runner_t *r, zloop_t *loop);
 
 /* Start a task: AGENT_ASSIGN_ACCEPTED (running, or finished at once with a
- * result for in-agent executors and for executor refusals such as a bad
- * spec), AGENT_ASSIGN_DUPLICATE (held already: nothing done; an EXITED
- * task's result is offered again through the result event), or a refusal
+ * result for in-agent executors, for executor refusals such as a bad spec,
+ * and for process executors whose run() filled a result without spawning),
+ * AGENT_ASSIGN_DUPLICATE (held already: nothing done; an EXITED task's
+ * result is offered again through the result event), or a refusal
  * without any task created: FW_EINVAL (bad ids) or FW_ESTATE (draining or
  * stopping; see agent_runner_set_draining). */
 int agent_runner_assign(agent_runner_t *r, const agent_assign_t *a);
@@ -186,6 +211,33 @@ const agent_runner_cfg *agent_runner_config(const agent_runner_t *r);
  * (may be NULL). */
 int agent_task_set_result(agent_task_t *t, const char *status, bool has_code, int64_t code,
                           const char *error, const char *result_json);
+/* Install per-task hooks (see agent_task_hooks); ctx is released through
+ * hooks->free. Call from the executor's run(). */
+void agent_task_set_hooks(agent_task_t *t, const agent_task_hooks *hooks, void *ctx);
+/* Report progress (obj borrowed): at most one per 100 ms per task unless
+ * force (checkpoints must never be dropped). */
+void agent_task_progress(agent_task_t *t, json_t *obj, bool force);
+/* State shared by an executor family across the runner's tasks (agent_ml's
+ * store and cache): NULL until set; destroyed with the runner. */
+void *agent_runner_exec_state(const agent_runner_t *r);
+void agent_runner_set_exec_state(agent_runner_t *r, void *state, void (*destroy)(void *));
+
+/* ---- shared by the process executors (agent_exec.c) ---- */
+
+/* The task's scratch directory work_dir/tasks/<task>.<attempt> into buf,
+ * created if missing. */
+int agent_exec_task_dir(const agent_runner_t *r, const agent_task_t *t, char *buf, size_t size);
+/* The task environment described in agent_exec.c (the agent's, FLYWHEEL_*,
+ * CUDA_*, then `extra` "K=V" items (may be NULL), then TASK_ASSIGN.env, each
+ * layer overriding the one before). shards: the spec's shard count (gangs
+ * use world_size). NULL-terminated, caller frees with agent_exec_env_free;
+ * NULL + detail on failure. */
+char **agent_exec_env(const agent_runner_t *r, const agent_task_t *t, const agent_assign_t *a,
+                      uint64_t shards, const char *task_dir, const char *const *extra);
+void agent_exec_env_free(char ***envp);
+/* The number after the last '.' of a task id ("j-000042.17" -> 17), or 0. */
+uint64_t agent_exec_shard_index(const char *task_id);
+
 /* Spawn argv/envp as t's process: registers the output pipe, opens the log. */
 int agent_task_spawn(agent_task_t *t, char *const argv[], char *const envp[], const char *cwd);
 /* Write an agent note line "[flywheel-agent] ..." into t's log. */

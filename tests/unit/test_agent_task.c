@@ -185,9 +185,11 @@ static void test_table(void) {
     CHECK(agent_executor_find("noop")->in_agent);
     CHECK(agent_executor_find("command") != NULL);
     CHECK(!agent_executor_find("command")->in_agent);
-    CHECK(agent_executor_find("finetune") == NULL);
+    CHECK(agent_executor_find("finetune") != NULL);
+    CHECK(!agent_executor_find("finetune")->in_agent);
+    CHECK(agent_executor_find("serve") == NULL);
     CHECK(agent_executor_find(NULL) == NULL);
-    CHECK_EQ_STR(agent_executor_kinds(), "noop, command");
+    CHECK_EQ_STR(agent_executor_kinds(), "noop, command, finetune, embed, eval");
 }
 
 static void test_noop(void) {
@@ -236,9 +238,9 @@ static void test_refusals(void) {
     s_events e;
     agent_runner_t *r = s_runner(&e, false, 1 << 20, 1000);
     REQUIRE(r != NULL);
-    CHECK_EQ_INT(s_assign(r, "t.1", 1, "finetune", "{}", NULL, 0), AGENT_ASSIGN_ACCEPTED);
+    CHECK_EQ_INT(s_assign(r, "t.1", 1, "serve", "{}", NULL, 0), AGENT_ASSIGN_ACCEPTED);
     CHECK_EQ_STR(e.status[0], "failed");
-    CHECK(strstr(e.error[0], "unknown task kind 'finetune'") != NULL);
+    CHECK(strstr(e.error[0], "unknown task kind 'serve'") != NULL);
     CHECK(strstr(e.error[0], "noop, command") != NULL);
     /* Journaled: it is not an in-agent result. */
     CHECK(s_path_exists("journal", "t.1", 1));
