@@ -139,6 +139,19 @@ int ctl_blob_upload(ctl_t *c, const char *what, const char *digest, uint64_t siz
 int ctl_blob_download(ctl_t *c, const char *what, const char *digest, ctl_blob_write_fn *wr,
                       void *arg, uint64_t *total);
 
+/* Download blob `digest` into path: "<path>.part", hashed as it arrives,
+ * renamed to path only when the bytes match the digest (a corrupt store copy
+ * is FW_ECORRUPT, no file). 0 or -1 printed. */
+int ctl_blob_get_file(ctl_t *c, const char *what, const char *digest, const char *path);
+/* The same into memory (at most max bytes; NUL-terminated, *len without it).
+ * Caller frees *out. 0 or -1 printed. */
+int ctl_blob_get_buffer(ctl_t *c, const char *what, const char *digest, size_t max, char **out,
+                        size_t *len);
+
+/* The version record of a model reference (NAME, NAME:VERSION, NAME@ALIAS)
+ * from MODEL_GET; NULL after printing the error (ctl_model.c). */
+json_t *ctl_model_get(ctl_t *c, const char *ref);
+
 /* Print "flywheelctl: <message>\n" on stderr; returns CTL_EXIT_ERROR. */
 int ctl_errorf(const ctl_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -196,6 +209,8 @@ extern const ctl_cmd_def ctl_task_cmds[];
 extern const ctl_cmd_def ctl_dataset_cmds[];
 extern const ctl_cmd_def ctl_model_cmds[];
 extern const ctl_cmd_def ctl_eval_cmds[];
+extern const ctl_cmd_def ctl_lineage_cmds[];
+extern const ctl_cmd_def ctl_artifact_cmds[];
 
 /* Every task of a job (state: a filter or NULL); NULL after printing the
  * error (*err: the fw_err). */

@@ -16,7 +16,14 @@
  * every shard of a job, survives a leader failover (the logs live on the
  * agents) and ends when every task is terminal and its log is read to the
  * end. A retried task's log restarts with its new attempt, after a marker
- * line. With more than one task every line is prefixed with "[task-id] ". */
+ * line. With more than one task every line is prefixed with "[task-id] ".
+ *
+ * job show prints the record as "key: value" lines, except the parts of an
+ * ML job that read better as tables: the result (a fine-tune's new model,
+ * an embed's matrix, an eval's metrics per model), the last complete
+ * checkpoint, the restarts from checkpoints, and the loss curve reduced to
+ * about a dozen rows (first step, every ~10%, last step). -o json prints
+ * the whole record, curve included. */
 #include "ctl.h"
 
 #include "fw_err.h"
@@ -265,6 +272,102 @@ static int s_cmd_list(ctl_t *c) {
 
 /* ----------------------------------------------------------------- show */
 
+#define S_CURVE_ROWS 10 /* curve rows between the first and the last step */
+
+static const char *s_num(const json_t *v, char *buf, size_t size) {
+    if (json_is_number(v)) snprintf(buf, size, "%.6g", json_number_value(v));
+    else snprintf(buf, size, "-");
+    return buf;
+}
+
+/* An eval job's result: one row per model with its metrics. */
+static void s_print_eval_result(const json_t *res) {
+    printf("result: eval on %s\n", ctl_str(res, "dataset"));
+    static const char *const hdr[] = {"MODEL", "RECORDS", "LOSS", "PERPLEXITY", "EXACT",
+                                      "ACCURACY", "SCORES"};
+    ctl_table_t *t = ctl_table_new(7, hdr);
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(res, "results"), i, r) {
+        char recs[32], l[32], p[32], em[32], acc[32];
+        const json_t *m = json_object_get(r, "metrics");
+        const char *row[] = {ctl_str(r, "model"),
+                             ctl_cell(json_object_get(r, "records"), recs, sizeof recs),
+                             s_num(json_object_get(m, "loss"), l, sizeof l),
+                             s_num(json_object_get(m, "perplexity"), p, sizeof p),
+                             s_num(json_object_get(m, "exact_match"), em, sizeof em),
+                             s_num(json_object_get(m, "accuracy"), acc, sizeof acc),
+                             ctl_str(r, "scores")};
+        ctl_table_add(t, row);
+    }
+    ctl_table_print(t, stdout);
+    ctl_table_destroy(&t);
+}
+
+/* The loss curve ([[step, loss], ...]) as a short table: the first point,
+ * one every ~10% of the points, the last. */
+static void s_print_curve(const json_t *curve) {
+    size_t n = json_array_size(curve);
+    printf("curve (%zu points):\n", n);
+    static const char *const hdr[] = {"STEP", "LOSS"};
+    ctl_table_t *t = ctl_table_new(2, hdr);
+    /* Point k*(n-1)/ROWS for k = 0..ROWS: the first, every ~10%, the last. */
+    size_t prev = (size_t)-1;
+    for (size_t k = 0; n && k <= S_CURVE_ROWS; k++) {
+        size_t i = (size_t)(((double)k * (double)(n - 1)) / S_CURVE_ROWS + 0.5);
+        if (i == prev) continue;
+        prev = i;
+        const json_t *pt = json_array_get(curve, i);
+        char st[32], l[32];
+        const char *row[] = {ctl_cell(json_array_get(pt, 0), st, sizeof st),
+                             s_num(json_array_get(pt, 1), l, sizeof l)};
+        ctl_table_add(t, row);
+    }
+    ctl_table_print(t, stdout);
+    ctl_table_destroy(&t);
+}
+
+static void s_print_show(const json_t *doc) {
+    json_t *rest = json_deep_copy(doc);
+    static const char *const ml[] = {"result", "curve", "checkpoint", "resumed"};
+    for (size_t i = 0; i < sizeof ml / sizeof ml[0]; i++) json_object_del(rest, ml[i]);
+    ctl_print_object(rest, "");
+    json_decref(rest);
+    const json_t *res = json_object_get(doc, "result");
+    if (json_is_object(res) && json_object_get(res, "results")) {
+        printf("\n");
+        s_print_eval_result(res);
+    } else if (json_is_object(res) && json_object_size(res)) {
+        printf("\n");
+        ctl_print_object(res, "result");
+    }
+    const json_t *ck = json_object_get(doc, "checkpoint");
+    if (json_is_object(ck)) {
+        char st[32], age[32];
+        printf("\ncheckpoint: step %s %s (%s ago)\n",
+               ctl_cell(json_object_get(ck, "step"), st, sizeof st), ctl_str(ck, "digest"),
+               ctl_age(json_object_get(ck, "at"), age, sizeof age));
+    }
+    const json_t *rs = json_object_get(doc, "resumed");
+    if (json_array_size(rs)) {
+        printf("\nresumed:");
+        size_t i;
+        json_t *r;
+        json_array_foreach(rs, i, r) {
+            char a[32], st[32];
+            printf("%s attempt %s from step %s", i ? "," : "",
+                   ctl_cell(json_object_get(r, "attempt"), a, sizeof a),
+                   ctl_cell(json_object_get(r, "step"), st, sizeof st));
+        }
+        printf("\n");
+    }
+    const json_t *curve = json_object_get(doc, "curve");
+    if (json_array_size(curve)) {
+        printf("\n");
+        s_print_curve(curve);
+    }
+}
+
 static int s_cmd_show(ctl_t *c) {
     if (ctl_connect(c) < 0) return CTL_EXIT_ERROR;
     json_t *doc = NULL;
@@ -275,7 +378,7 @@ static int s_cmd_show(ctl_t *c) {
         return ctl_errorf(c, "%s (%s)", fw_err_detail(), fw_errname(rc));
     }
     if (c->output == CTL_OUT_JSON) ctl_print_json(doc);
-    else ctl_print_object(doc, "");
+    else s_print_show(doc);
     json_decref(doc);
     return CTL_EXIT_OK;
 }
@@ -618,8 +721,12 @@ const ctl_cmd_def ctl_job_cmds[] = {
      s_submit_flags, s_cmd_submit},
     {"job", "list", NULL, 0, 0, "Jobs, newest first, with state and progress.", NULL,
      s_list_flags, s_cmd_list},
-    {"job", "show", "ID", 1, 1, "One job: spec, state, times, task counts.", NULL, NULL,
-     s_cmd_show},
+    {"job", "show", "ID", 1, 1,
+     "One job: spec, state, times, task counts; for ML jobs the result, checkpoint and curve.",
+     "A fine-tune shows its new model version, last complete checkpoint, restarts from\n"
+     "checkpoints and its loss curve (first step, every ~10%, last); an embed its matrix;\n"
+     "an eval a row of metrics per model. -o json prints the whole record.",
+     NULL, s_cmd_show},
     {"job", "cancel", "ID", 1, 1, "Cancel a job: pending tasks never run, running ones are "
                                   "stopped (SIGTERM, then SIGKILL).",
      NULL, s_cancel_flags, s_cmd_cancel},

@@ -37,6 +37,9 @@ static const ctl_noun_def s_nouns[] = {
     {"dataset", "Datasets: ingest, version, download and split training data.", ctl_dataset_cmds},
     {"model", "Models: register, version, alias and download model directories.", ctl_model_cmds},
     {"eval", "Evaluations: compare two models' per-example scores.", ctl_eval_cmds},
+    {"lineage", "Lineage: where a model, dataset, job or artifact came from, what came of it.",
+     ctl_lineage_cmds},
+    {"artifact", "Artifacts: download any blob of the store by digest.", ctl_artifact_cmds},
     {NULL, NULL, NULL}};
 
 static const ctl_flag_def s_global_flags[] = {

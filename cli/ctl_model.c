@@ -26,6 +26,17 @@
  * then writes DIR.tmp-<pid>-<n> and renames it to DIR, so DIR appears
  * complete or not at all.
  *
+ * `model promote NAME --challenger REF --metric M` asks the leader
+ * (MODEL_PROMOTE), which compares the eval records of NAME@champion and the
+ * challenger on one dataset and moves the alias or not (docs/eval.md,
+ * promotion). When an eval is missing the leader says so (FW_ENOTFOUND,
+ * "no eval of X on D"); we then submit an eval job of both on --dataset,
+ * wait for it (the job records the evals in the registry) and ask once more:
+ *
+ *   MODEL_PROMOTE -> decision                                     (done)
+ *                 -> ENOTFOUND "no eval" -> JOB_SUBMIT eval {champion,
+ *                    challenger} -> job wait -> MODEL_PROMOTE -> decision
+ *
  * References: NAME (the latest version), NAME:VERSION, NAME@ALIAS. */
 #include "ctl.h"
 
@@ -100,6 +111,12 @@ static json_t *s_get(ctl_t *c, const s_ref *r) {
     json_t *doc = ctl_reply_doc(c, reply);
     fw_msg_destroy(&reply);
     return doc;
+}
+
+json_t *ctl_model_get(ctl_t *c, const char *ref) {
+    s_ref r;
+    if (s_parse_ref(c, ref, &r) < 0) return NULL;
+    return s_get(c, &r);
 }
 
 static int s_rm_one(const char *path, const struct stat *st, int type, struct FTW *ftw) {
@@ -351,16 +368,59 @@ static int s_cmd_versions(ctl_t *c) {
     return s_print_list(c, c->argv[0]);
 }
 
+/* A metric value as a table cell: %.6g, "-" when absent or null. */
+static const char *s_num(const json_t *v, char *buf, size_t size) {
+    if (json_is_number(v))
+        snprintf(buf, size, "%.6g", json_number_value(v));
+    else
+        snprintf(buf, size, "-");
+    return buf;
+}
+
+/* The eval records of a version as a table: dataset, records, the usual
+ * metrics, the job and the scores blob (`artifact get` fetches it). */
+static void s_print_evals(const json_t *evals) {
+    static const char *const hdr[] = {"DATASET", "RECORDS", "LOSS",   "PERPLEXITY",
+                                      "EXACT",   "ACCURACY", "JOB",   "SCORES"};
+    ctl_table_t *t = ctl_table_new(8, hdr);
+    size_t i;
+    json_t *e;
+    json_array_foreach(evals, i, e) {
+        char recs[32], l[32], p[32], em[32], acc[32];
+        const json_t *m = json_object_get(e, "metrics");
+        const char *row[] = {ctl_str(e, "dataset"),
+                             ctl_cell(json_object_get(e, "records"), recs, sizeof recs),
+                             s_num(json_object_get(m, "loss"), l, sizeof l),
+                             s_num(json_object_get(m, "perplexity"), p, sizeof p),
+                             s_num(json_object_get(m, "exact_match"), em, sizeof em),
+                             s_num(json_object_get(m, "accuracy"), acc, sizeof acc),
+                             *ctl_str(e, "job") ? ctl_str(e, "job") : "-",
+                             ctl_str(e, "scores")};
+        ctl_table_add(t, row);
+    }
+    ctl_table_print(t, stdout);
+    ctl_table_destroy(&t);
+}
+
 static int s_cmd_show(ctl_t *c) {
     s_ref r;
     if (s_parse_ref(c, c->argv[0], &r) < 0) return CTL_EXIT_USAGE;
     if (ctl_connect(c) < 0) return CTL_EXIT_ERROR;
     json_t *rec = s_get(c, &r);
     if (!rec) return CTL_EXIT_ERROR;
-    if (c->output == CTL_OUT_JSON)
+    if (c->output == CTL_OUT_JSON) {
         ctl_print_json(rec);
-    else
+    } else {
+        /* Evals get a table of their own below; dotted keys would bury them. */
+        json_t *evals = json_incref(json_object_get(rec, "evals"));
+        json_object_del(rec, "evals");
         ctl_print_object(rec, "");
+        if (json_array_size(evals)) {
+            printf("\nevals (%zu):\n", json_array_size(evals));
+            s_print_evals(evals);
+        }
+        json_decref(evals);
+    }
     json_decref(rec);
     return CTL_EXIT_OK;
 }
@@ -481,6 +541,149 @@ static int s_cmd_alias(ctl_t *c) {
     return CTL_EXIT_OK;
 }
 
+/* ------------------------------------------------------------ promote */
+
+/* MODEL_PROMOTE: 0 with *doc, or the fw_err (not printed: the caller decides
+ * whether a missing eval is an error). */
+static int s_promote_call(ctl_t *c, const char *name, const char *challenger, const char *metric,
+                          double min_delta, const char *dataset, json_t **doc) {
+    *doc = NULL;
+    fw_msg_t *req = ctl_request(c, FW_MSG_MODEL_PROMOTE), *reply = NULL;
+    if (!req) return FW_ENOMEM;
+    int rc = fw_msg_set_str(req, "name", name);
+    if (rc == 0) rc = fw_msg_set_str(req, "challenger", challenger);
+    if (rc == 0) rc = fw_msg_set_str(req, "metric", metric);
+    if (rc == 0) rc = fw_msg_set_double(req, "min_delta", min_delta);
+    if (rc == 0 && dataset) rc = fw_msg_set_str(req, "dataset", dataset);
+    if (rc < 0) {
+        fw_msg_destroy(&req);
+        return fw_err_set(rc, "model promote %s: %s", name, fw_err_detail());
+    }
+    rc = ctl_conn_call(c->conn, req, &reply);
+    fw_msg_destroy(&req);
+    if (rc < 0) return rc;
+    const char *text = fw_msg_get_str(reply, "doc");
+    *doc = text ? json_loads(text, 0, NULL) : NULL;
+    fw_msg_destroy(&reply);
+    if (!json_is_object(*doc)) {
+        json_decref(*doc);
+        *doc = NULL;
+        return fw_err_set(FW_EPROTO, "MODEL_REPLY: doc is not a JSON object");
+    }
+    return 0;
+}
+
+/* Submit {"kind":"eval","models":[NAME@champion, challenger],"dataset":D,
+ * "shards":S} and wait for it. 0, or -1 printed. */
+static int s_run_eval(ctl_t *c, const char *name, const char *challenger, const char *dataset,
+                      long shards, int64_t timeout_ms) {
+    char champ[S_NAME_MAX + 16];
+    snprintf(champ, sizeof champ, "%s@champion", name);
+    json_t *spec = json_pack("{s:s,s:[s,s],s:s,s:i}", "kind", "eval", "models", champ,
+                             challenger, "dataset", dataset, "shards", (int)shards);
+    char *text = spec ? json_dumps(spec, JSON_COMPACT) : NULL;
+    json_decref(spec);
+    fw_msg_t *req = text ? ctl_request(c, FW_MSG_JOB_SUBMIT) : NULL, *reply = NULL;
+    int rc = req ? fw_msg_set_str(req, "spec", text) : FW_ENOMEM;
+    free(text);
+    if (rc < 0) {
+        fw_msg_destroy(&req);
+        return ctl_errorf(c, "eval job: %s", fw_err_detail()), -1;
+    }
+    rc = ctl_call(c, req, &reply);
+    fw_msg_destroy(&req);
+    if (rc < 0) return -1;
+    char job_id[160];
+    snprintf(job_id, sizeof job_id, "%s", fw_msg_get_str(reply, "job_id"));
+    fw_msg_destroy(&reply);
+    if (c->output == CTL_OUT_TABLE)
+        printf("evaluating %s and %s on %s: job %s\n", champ, challenger, dataset, job_id);
+    fflush(stdout);
+    int code = ctl_job_wait_loop(c, job_id, timeout_ms, true);
+    if (code != CTL_EXIT_OK)
+        return ctl_errorf(c, "eval job %s did not succeed (`flywheelctl job show %s`); no "
+                             "decision was made",
+                          job_id, job_id),
+               -1;
+    return 0;
+}
+
+static void s_print_decision(const json_t *d) {
+    char a[32], b[32], delta[32], lo[32], hi[32];
+    const json_t *ci = json_object_get(d, "ci");
+    const char *champ = ctl_str(d, "champion");
+    printf("%s: challenger %s vs champion %s on %s\n", ctl_str(d, "name"),
+           ctl_str(d, "challenger"), champ[0] ? champ : "(none)", ctl_str(d, "dataset"));
+    printf("  metric       %s (min delta %s)\n", ctl_str(d, "metric"),
+           s_num(json_object_get(d, "min_delta"), a, sizeof a));
+    printf("  champion     %s\n", s_num(json_object_get(d, "champion_value"), a, sizeof a));
+    printf("  challenger   %s\n", s_num(json_object_get(d, "challenger_value"), b, sizeof b));
+    printf("  delta        %s  95%% CI [%s, %s]  %s\n",
+           s_num(json_object_get(d, "delta"), delta, sizeof delta),
+           s_num(json_array_get(ci, 0), lo, sizeof lo), s_num(json_array_get(ci, 1), hi, sizeof hi),
+           json_is_true(json_object_get(d, "significant")) ? "significant" : "not significant");
+    if (json_is_true(json_object_get(d, "promoted")))
+        printf("promoted: %s@champion -> %s (%s)\n", ctl_str(d, "name"), ctl_str(d, "challenger"),
+               ctl_str(d, "reason"));
+    else
+        printf("not promoted: %s\n", ctl_str(d, "reason"));
+}
+
+static int s_cmd_promote(ctl_t *c) {
+    const char *name = c->argv[0];
+    const char *challenger = ctl_flag(c, "challenger"), *metric = ctl_flag(c, "metric");
+    const char *md = ctl_flag(c, "min-delta"), *dataset = ctl_flag(c, "dataset");
+    const char *ss = ctl_flag(c, "shards"), *ts = ctl_flag(c, "timeout");
+    if (!challenger || !metric)
+        return (ctl_errorf(c, "model promote: --challenger REF and --metric M are required"),
+                CTL_EXIT_USAGE);
+    if (strpbrk(name, ":@"))
+        return (ctl_errorf(c, "model promote: '%s': give the model NAME (the champion is "
+                              "NAME@champion)", name),
+                CTL_EXIT_USAGE);
+    double min_delta = 0;
+    long shards = 1;
+    int64_t timeout_ms = -1;
+    char *end;
+    if (md) {
+        errno = 0;
+        min_delta = strtod(md, &end);
+        if (end == md || *end || errno || !(min_delta >= 0))
+            return (ctl_errorf(c, "--min-delta '%s': expected a number >= 0", md),
+                    CTL_EXIT_USAGE);
+    }
+    if (ss) {
+        errno = 0;
+        shards = strtol(ss, &end, 10);
+        if (end == ss || *end || errno || shards < 1 || shards > 1024)
+            return (ctl_errorf(c, "--shards '%s': expected 1 to 1024", ss), CTL_EXIT_USAGE);
+    }
+    if (ts && (ctl_parse_duration(ts, &timeout_ms) < 0 || timeout_ms <= 0))
+        return (ctl_errorf(c, "--timeout '%s': expected a duration (90s, 10m)", ts),
+                CTL_EXIT_USAGE);
+    if (ctl_connect(c) < 0) return CTL_EXIT_ERROR;
+    json_t *doc = NULL;
+    int rc = s_promote_call(c, name, challenger, metric, min_delta, dataset, &doc);
+    if (rc == FW_ENOTFOUND && strstr(fw_err_detail(), "no eval")) {
+        if (!dataset)
+            return ctl_errorf(c, "%s: pass --dataset D to evaluate both on D first (an eval "
+                                 "job of %s@champion and %s)",
+                              fw_err_detail(), name, challenger);
+        if (c->output == CTL_OUT_TABLE) printf("%s\n", fw_err_detail());
+        if (s_run_eval(c, name, challenger, dataset, shards, timeout_ms) < 0)
+            return CTL_EXIT_ERROR;
+        rc = s_promote_call(c, name, challenger, metric, min_delta, dataset, &doc);
+    }
+    if (rc < 0)
+        return ctl_errorf(c, "model promote %s: %s (%s)", name, fw_err_detail(), fw_errname(rc));
+    if (c->output == CTL_OUT_JSON)
+        ctl_print_json(doc);
+    else
+        s_print_decision(doc);
+    json_decref(doc);
+    return CTL_EXIT_OK;
+}
+
 static const ctl_flag_def s_register_flags[] = {
     {"name", 0, "N", "Model name (required), 1-128 of [A-Za-z0-9._-]."},
     {"parent", 0, "REF", "The version it derives from: NAME, NAME:VERSION or NAME@ALIAS."},
@@ -488,6 +691,19 @@ static const ctl_flag_def s_register_flags[] = {
     {"job", 0, "ID", "The job that produced it."},
     {"hparams", 0, "JSON", "Hyperparameters, a JSON object."},
     {"code-version", 0, "V", "Version of the code that made it (default: this build's)."},
+    {NULL, 0, NULL, NULL}};
+
+static const ctl_flag_def s_promote_flags[] = {
+    {"challenger", 0, "REF", "The challenger version (required): NAME:VERSION or NAME@ALIAS."},
+    {"metric", 0, "M",
+     "loss, perplexity (lower is better), exact_match, accuracy, accuracy_norm (higher is "
+     "better). Required."},
+    {"min-delta", 0, "D", "Smallest improvement of the point estimate that counts (default 0)."},
+    {"dataset", 0, "D",
+     "Eval dataset (NAME or NAME@VERSION); default: the newest both were evaluated on. "
+     "Required when an eval must be run first."},
+    {"shards", 0, "S", "Shards per model of the eval job, when one is needed (default 1)."},
+    {"timeout", 0, "DURATION", "How long to wait for that eval job (default: no limit)."},
     {NULL, 0, NULL, NULL}};
 
 static const ctl_flag_def s_alias_flags[] = {
@@ -516,4 +732,13 @@ const ctl_cmd_def ctl_model_cmds[] = {
      "attempts. A protected alias (--protect) moves only with an admin token. Concurrent moves "
      "of one alias are applied one after the other: the last one wins.",
      s_alias_flags, s_cmd_alias},
+    {"model", "promote", "NAME", 1, 1,
+     "Make the challenger NAME@champion if its eval is significantly better.",
+     "Compares the eval records of NAME@champion and the challenger on one dataset (paired "
+     "bootstrap of challenger - champion, docs/eval.md#promotion): promoted iff the 95% CI "
+     "excludes 0 in the metric's better direction AND the point improvement is >= "
+     "--min-delta. With no champion yet the challenger becomes champion. When an eval is "
+     "missing, an eval job of both on --dataset runs first. The decision and its numbers are "
+     "recorded in the registry either way; exit 0 whether promoted or not.",
+     s_promote_flags, s_cmd_promote},
     {NULL, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL}};

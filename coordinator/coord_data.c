@@ -557,10 +557,21 @@ static int s_ingest(coord_t *c, coord_data_t *d, const char *raw, json_t **repor
     fw_dataset_report rep = {0};
     rc = fw_dataset_ingest(in, &o, out, &rep);
     if (rc < 0) {
-        char msg[1024];
-        int n = snprintf(msg, sizeof msg, "ingest of %s: %s", raw, fw_err_detail());
+        /* The library names our staging path and only the first reject; the
+         * client wants the upload and the first few lines (the ERROR
+         * message holds 1 KiB, so each reason is cut short). */
+        char detail[512], msg[1024];
+        const char *dt = fw_err_detail();
+        size_t plen = strlen("dataset ") + strlen(in) + 2;
+        if (strncmp(dt, "dataset ", 8) == 0 && strncmp(dt + 8, in, strlen(in)) == 0 &&
+            strlen(dt) >= plen)
+            dt += plen;
+        snprintf(detail, sizeof detail, "%s", dt);
+        char *first = strstr(detail, "; first: ");
+        if (first && rep.nrejects) *first = '\0';
+        int n = snprintf(msg, sizeof msg, "dataset upload %.23s...: %s", raw, detail);
         for (size_t i = 0; i < rep.nrejects && i < 5 && n > 0 && (size_t)n < sizeof msg; i++)
-            n += snprintf(msg + n, sizeof msg - (size_t)n, "%sline %zu: %s", i ? "; " : " (",
+            n += snprintf(msg + n, sizeof msg - (size_t)n, "%sline %zu: %.100s", i ? "; " : " (",
                           rep.rejects[i].line, rep.rejects[i].reason);
         if (rep.nrejects && n > 0 && (size_t)n < sizeof msg)
             snprintf(msg + n, sizeof msg - (size_t)n, "%s)", rep.rejected > 5 ? "; ..." : "");

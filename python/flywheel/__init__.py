@@ -6,9 +6,10 @@
 
 See docs/python.md. The wire format is docs/protocol.md (flywheel.wire)."""
 
-from .client import Client, FlywheelError, Job, JobFailed, Unavailable, ERRORS, TERMINAL
+from .client import (Client, Datasets, FlywheelError, Job, JobFailed, Models, Unavailable, ERRORS,
+                     TERMINAL, parse_fwembed)
 from .wire import WireError
 
-__all__ = ["Client", "Job", "FlywheelError", "JobFailed", "Unavailable", "WireError", "ERRORS",
-           "TERMINAL"]
+__all__ = ["Client", "Job", "Datasets", "Models", "FlywheelError", "JobFailed", "Unavailable",
+           "WireError", "ERRORS", "TERMINAL", "parse_fwembed"]
 __version__ = "0.1.0"

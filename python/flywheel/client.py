@@ -9,6 +9,13 @@
     job.wait(timeout=60)        # the final job record; raises JobFailed / TimeoutError
     job.tasks()                 # one plain dict per task
 
+    # The LLMOps loop (issue 6): data in, fine-tune, evaluate, promote, embed.
+    ds = client.datasets.add("sotu.jsonl", name="sotu")      # ingested by the leader
+    rec = client.finetune(base="demo@champion", dataset="sotu", hparams={"steps": 20})
+    rows = client.eval(["demo@champion", rec["result"]["model"]], dataset="sotu")
+    client.models.promote("demo", challenger=rec["result"]["model"], metric="loss")
+    ids, matrix = client.embed(model="demo@champion", dataset="sotu", shards=2)
+
 The client talks to the coordinators' job submission socket (ZeroMQ DEALER to
 their ROUTER) in the wire format of docs/protocol.md (see wire.py). It
 behaves like flywheelctl: any listed coordinator will do, standbys answer
@@ -18,9 +25,11 @@ timeout is skipped for the next one, and "no leader yet" answers
 request resent after a timeout cannot create a second job.
 """
 
+import hashlib
 import json
 import os
 import random
+import struct
 import time
 import uuid
 
@@ -42,6 +51,7 @@ TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 _STREAMS = {"stdout": 0, "stderr": 1, "agent": 2}
 _MAX_HOPS = 4
 _MAX_RETRY_WAIT = 2.0
+_CHUNK = 1 << 20  # blob transfer chunk, as flywheelctl (the wire lz4-compresses it)
 
 
 class FlywheelError(Exception):
@@ -139,6 +149,7 @@ class Client:
         self._connected = None
         self._current = 0
         self._next_id = random.getrandbits(40) << 20
+        self.last_job = None  # the record of the last embed / eval job read
 
     # ------------------------------------------------------------ transport
 
@@ -197,7 +208,7 @@ class Client:
             # this socket at a time, so it is ours.
             return msg
 
-    def call(self, name, **fields):
+    def call(self, name, /, **fields):
         """Send one request and return its reply Message (never an ERROR).
 
         Follows REDIRECT to the leader, tries every endpoint, waits out
@@ -251,10 +262,10 @@ class Client:
         raise Unavailable(-4, "no coordinator answered at %s: timed out after %g s%s" % (
             ", ".join(timed_out), self.timeout, " each" if len(timed_out) > 1 else ""))
 
-    def _doc(self, name, **fields):
+    def _doc(self, name, /, **fields):
         return json.loads(self.call(name, **fields)["doc"])
 
-    def _pages(self, name, **fields):
+    def _pages(self, name, /, **fields):
         out, cursor = [], None
         for _ in range(10000):
             if cursor:
@@ -300,6 +311,201 @@ class Client:
         if reason:
             fields["reason"] = reason
         return self._doc("AGENT_DRAIN", **fields)
+
+    # ------------------------------------------------------------ artifacts
+
+    @property
+    def datasets(self):
+        """Datasets: add (ingested by the leader), list, get (see Datasets)."""
+        return Datasets(self)
+
+    @property
+    def models(self):
+        """The model registry: list, get, versions, alias_set, alias_rm, promote."""
+        return Models(self)
+
+    def upload(self, data):
+        """Put bytes into the leader's artifact store; returns "sha256:<hex>".
+
+        Sent in 1 MiB chunks (BLOB_UPLOAD_*); bytes the store already holds are
+        not sent again. The leader checks the digest before storing."""
+        data = bytes(data)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        reply = self.call("BLOB_UPLOAD_BEGIN", size=len(data), digest=digest)
+        if reply.get("complete"):
+            return digest
+        uid = reply["upload_id"]
+        off = 0
+        while off < len(data):
+            chunk = data[off:off + _CHUNK]
+            r = self.call("BLOB_UPLOAD_CHUNK", upload_id=uid, offset=off, data=chunk)
+            off += len(chunk)
+            if r["received"] != off:
+                raise FlywheelError(-8, "upload %s: the coordinator has %d bytes, we sent %d"
+                                    % (uid, r["received"], off))
+        self.call("BLOB_UPLOAD_COMMIT", upload_id=uid, digest=digest)
+        return digest
+
+    def artifact(self, digest, path=None):
+        """The bytes of blob `digest` from the leader's store, verified.
+
+        path: also write them there (atomically: path.part, then rename).
+        A copy whose bytes do not hash to the digest raises FlywheelError
+        FW_ECORRUPT and writes nothing."""
+        parts, off, size = [], 0, None
+        h = hashlib.sha256()
+        while size is None or off < size:
+            r = self.call("BLOB_READ", digest=digest, offset=off, max_bytes=_CHUNK)
+            data = bytes(r["data"])
+            size = r["size"]
+            if r["offset"] != off or (not data and off < size):
+                raise FlywheelError(-8, "blob %s: the coordinator answered offset %d with %d "
+                                    "bytes (asked %d)" % (digest, r["offset"], len(data), off))
+            parts.append(data)
+            h.update(data)
+            off += len(data)
+        got = "sha256:" + h.hexdigest()
+        if got != digest:
+            raise FlywheelError(-15, "blob %s: the %d bytes received hash to %s: the store's "
+                                "copy is corrupt" % (digest, off, got))
+        blob = b"".join(parts)
+        if path is not None:
+            tmp = str(path) + ".part"
+            with open(tmp, "wb") as f:
+                f.write(blob)
+            os.replace(tmp, str(path))
+        return blob
+
+    # ------------------------------------------------------------- ML jobs
+
+    def _run(self, spec, wait, timeout):
+        job = self.submit(spec)
+        return job.wait(timeout=timeout) if wait else job
+
+    def finetune(self, base, dataset, world_size=1, hparams=None, output=None,
+                 eval_dataset=None, wait=True, timeout=None, **spec):
+        """Fine-tune `base` (a model ref) on `dataset` with `world_size`
+        data-parallel ranks. hparams: {"steps": N (required), "batch", "seq",
+        "lr", ...} (docs/cli.md#job-specs). output: the model name the result is
+        registered under (default: the base's name). Other keyword arguments go
+        into the spec as they are (checkpoint_every, threads, resources, ...).
+
+        wait=True: the final job record, whose "result" names the new version
+        ({"model": "demo:2", "digest", "steps", "final_loss", ...}) and "curve"
+        holds [step, loss] pairs; JobFailed if it failed. wait=False: the Job."""
+        spec.update({"kind": "finetune", "base": base, "dataset": dataset,
+                     "world_size": int(world_size), "hparams": dict(hparams or {})})
+        if output:
+            spec["output"] = output
+        if eval_dataset:
+            spec["eval_dataset"] = eval_dataset
+        return self._run(spec, wait, timeout)
+
+    def embed(self, model, dataset, shards=1, wait=True, timeout=None, **spec):
+        """Embed every record of `dataset` with `model` in `shards` tasks.
+
+        Returns (ids, matrix): ids a numpy uint64 array of each row's record
+        (its 1-based line number in the dataset's JSONL, global across shards,
+        in dataset order), matrix a float32 array [rows, dim] (unit rows). The
+        job record is in self.last_job. wait=False: the Job; read its result
+        later with client.embedding(job)."""
+        spec.update({"kind": "embed", "model": model, "dataset": dataset,
+                     "shards": int(shards)})
+        job = self._run(spec, wait, timeout)
+        return self.embedding(job) if wait else job
+
+    def embedding(self, job):
+        """(ids, matrix) of a finished embed job (a Job, its id or its record)."""
+        doc = _job_doc(self, job)
+        self.last_job = doc
+        result = doc.get("result") or {}
+        if "matrix" not in result:
+            raise FlywheelError(-23, "job %s has no embedding matrix (state %s)"
+                                % (doc.get("id"), doc.get("state")))
+        return parse_fwembed(self.artifact(result["matrix"]))
+
+    def eval(self, models, dataset, shards=1, wait=True, timeout=None, **spec):
+        """Score each of `models` (refs, 1 to 16) on `dataset` in `shards` tasks
+        per model. Returns one flat dict per model, pandas-friendly
+        (pandas.DataFrame(rows)): {"model": "demo:1", "dataset": "holdout@1",
+        "records", "loss", "perplexity", ... every metric, "scores": digest of
+        the per-example JSONL}. The job record is in self.last_job.
+        wait=False: the Job; client.eval_results(job) reads it later."""
+        if isinstance(models, str):
+            models = [models]
+        spec.update({"kind": "eval", "models": list(models), "dataset": dataset,
+                     "shards": int(shards)})
+        job = self._run(spec, wait, timeout)
+        return self.eval_results(job) if wait else job
+
+    def eval_results(self, job):
+        """The rows client.eval() returns, from a finished eval job."""
+        doc = _job_doc(self, job)
+        self.last_job = doc
+        result = doc.get("result") or {}
+        rows = []
+        for r in result.get("results", []):
+            row = {"model": r.get("model"), "dataset": result.get("dataset")}
+            row.update(r.get("metrics") or {})
+            row["records"] = r.get("records")
+            row["scores"] = r.get("scores")
+            rows.append(row)
+        return rows
+
+    def eval_scores(self, digest):
+        """A per-example scores blob as a list of dicts (one per record, index order)."""
+        text = self.artifact(digest).decode("utf-8")
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def eval_compare(self, a, b, dataset=None, metric=None, resamples=2000, seed=0,
+                     confidence=0.95):
+        """Paired-bootstrap comparison of two model versions' eval scores on the
+        same dataset (refs; each must have an eval record on it: run client.eval
+        first). The method is docs/eval.md's (same examples resampled for both,
+        loss as a ratio of resampled sums, type-7 percentile interval), with
+        numpy's PRNG: point values equal flywheelctl's, intervals agree to
+        Monte-Carlo error. Returns {"a", "b", "dataset", "examples", "metrics":
+        [{"metric", "a", "b", "diff", "ci_lo", "ci_hi", "significant", "better"}]}."""
+        import numpy as np
+        ea, eb = self.models.get(a).get("evals") or [], self.models.get(b).get("evals") or []
+        common = _common_eval(ea, eb, dataset, a, b)
+        ra = next(e for e in ea if e.get("dataset") == common)
+        rb = next(e for e in eb if e.get("dataset") == common)
+        sa, sb = self.eval_scores(ra["scores"]), self.eval_scores(rb["scores"])
+        if len(sa) != len(sb):
+            raise FlywheelError(-2, "%s has %d examples, %s %d: not the same examples"
+                                % (a, len(sa), b, len(sb)))
+        rng = np.random.default_rng(seed)
+        n = len(sa)
+        idx = rng.integers(0, n, size=(int(resamples), n))
+        out = []
+        for name, hib, fa, fb in _compare_metrics(np, sa, sb):
+            va, vb = fa(np.arange(n)[None, :])[0], fb(np.arange(n)[None, :])[0]
+            if metric and name != metric:
+                continue
+            d = fb(idx) - fa(idx)
+            d = d[np.isfinite(d)]
+            lo, hi = (np.quantile(d, [(1 - confidence) / 2, (1 + confidence) / 2])
+                      if len(d) else (float("nan"), float("nan")))
+            sig = bool(lo > 0 or hi < 0)
+            better = "none"
+            if sig:
+                better = "B" if (vb - va > 0) == hib else "A"
+            out.append({"metric": name, "higher_is_better": hib, "a": float(va),
+                        "b": float(vb), "diff": float(vb - va), "ci_lo": float(lo),
+                        "ci_hi": float(hi), "significant": sig, "better": better})
+        return {"a": a, "b": b, "dataset": common, "examples": n,
+                "method": "paired-bootstrap", "resamples": int(resamples), "seed": seed,
+                "confidence": confidence, "metrics": out}
+
+    def lineage(self, ref, depth=None):
+        """Ancestors and descendants of a model version, dataset version, job or
+        artifact: {"root": id, "nodes": [{"id", "type", "label", "attrs"}],
+        "edges": [{"from", "to", "rel"}]} (docs/lineage.md)."""
+        fields = {"ref": ref}
+        if depth is not None:
+            fields["depth"] = int(depth)
+        return self._doc("LINEAGE_GET", **fields)
 
 
 def _task_id(t):
@@ -451,3 +657,207 @@ class Job:
                         st[3] = b""
                     st[2] = True
                 return
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _job_doc(client, job):
+    if isinstance(job, dict):
+        return job
+    if isinstance(job, Job):
+        return job.status()
+    return client.job(job).status()
+
+
+def parse_fwembed(buf):
+    """(ids, matrix) from an FWEMBED file's bytes (docs/file-formats.md):
+    ids numpy uint64 [rows], matrix float32 [rows, dim]. ValueError if malformed."""
+    import numpy as np
+    buf = bytes(buf)
+    if len(buf) < 32 or buf[:8] != b"FWEMBED\0":
+        raise ValueError("not an FWEMBED matrix (bad magic)")
+    version, dim, rows, data_off = struct.unpack_from("<IIQQ", buf, 8)
+    if version != 1:
+        raise ValueError("FWEMBED version %d, this client reads 1" % version)
+    if data_off != 32 + 8 * rows or len(buf) != data_off + 4 * rows * dim:
+        raise ValueError("FWEMBED: %d bytes do not hold %d rows of %d floats (data_off %d)"
+                         % (len(buf), rows, dim, data_off))
+    ids = np.frombuffer(buf, "<u8", count=rows, offset=32).copy()
+    matrix = np.frombuffer(buf, "<f4", count=rows * dim, offset=data_off).reshape(rows, dim)
+    return ids, matrix.copy()
+
+
+def _model_fields(ref):
+    """MODEL_GET fields of a ref: NAME, NAME:VERSION or NAME@ALIAS."""
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return {"name": name, "alias": alias}
+    if ":" in ref:
+        name, ver = ref.split(":", 1)
+        if not ver.isdigit() or int(ver) < 1:
+            raise ValueError("model %r: the version after ':' must be a number >= 1" % ref)
+        return {"name": name, "version": int(ver)}
+    return {"name": ref}
+
+
+def _common_eval(ea, eb, dataset, a, b):
+    """The dataset ("NAME@V") both eval lists have; dataset picks by NAME or NAME@V."""
+    da = [e.get("dataset") for e in ea]
+    db = {e.get("dataset") for e in eb}
+    both = [d for d in da if d in db]
+    if dataset:
+        both = [d for d in both if d == dataset or d.split("@")[0] == dataset]
+    if not both:
+        raise FlywheelError(-5, "%s and %s have no eval on %s in common: run "
+                            "client.eval([%r, %r], dataset=...) first"
+                            % (a, b, dataset or "any dataset", a, b))
+    return both[-1]
+
+
+def _compare_metrics(np, sa, sb):
+    """(name, higher_is_better, f_a, f_b): f maps an index matrix [k, n] to k values."""
+    def col(rows, key):
+        return np.array([float(r.get(key, 0) or 0) for r in rows])
+    out = []
+    if "logprob" in sa[0]:
+        la, ta = -col(sa, "logprob"), col(sa, "tokens")
+        lb, tb = -col(sb, "logprob"), col(sb, "tokens")
+
+        def loss(l, t):
+            def f(i):
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    return l[i].sum(axis=1) / t[i].sum(axis=1)
+            return f
+        out.append(("loss", False, loss(la, ta), loss(lb, tb)))
+
+        def ppl(l, t):
+            def f(i):
+                with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                    return np.exp(l[i].sum(axis=1) / t[i].sum(axis=1))
+            return f
+        out.append(("perplexity", False, ppl(la, ta), ppl(lb, tb)))
+    for key, name in (("exact_match", "exact_match"), ("correct", "accuracy"),
+                      ("correct_norm", "accuracy_norm")):
+        if key in sa[0]:
+            va, vb = col(sa, key), col(sb, key)
+            out.append((name, True, (lambda v: lambda i: v[i].mean(axis=1))(va),
+                        (lambda v: lambda i: v[i].mean(axis=1))(vb)))
+    return out
+
+
+class Datasets:
+    """client.datasets: versioned datasets in the cluster (docs/datasets.md)."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def add(self, path_or_records, name):
+        """Ingest a dataset and register it as name@<next version>.
+
+        path_or_records: a file path (JSONL or plain text, as `flywheelctl
+        dataset add`), bytes, or an iterable of records (dicts, serialised as
+        JSONL; strings become {"text": s}). The RAW bytes are uploaded and the
+        leader ingests them (validate, clean, dedupe: the same rules and
+        report as flywheelctl). Returns the version record; its "report" holds
+        accepted / rejected counts and "rejects": [{"line", "reason"}], and
+        "existing" is True when identical content was already registered.
+        Too many bad lines (> 1%) or nothing left: FlywheelError FW_EINVAL
+        naming the first bad lines, nothing registered."""
+        if isinstance(path_or_records, (bytes, bytearray, memoryview)):
+            raw = bytes(path_or_records)
+        elif isinstance(path_or_records, (str, os.PathLike)):
+            with open(path_or_records, "rb") as f:
+                raw = f.read()
+        else:
+            lines = []
+            for r in path_or_records:
+                if isinstance(r, str):
+                    r = {"text": r}
+                lines.append(json.dumps(r, ensure_ascii=False, separators=(",", ":")))
+            raw = ("\n".join(lines) + "\n").encode("utf-8")
+        digest = self.client.upload(raw)
+        reply = self.client.call("DATASET_REGISTER", name=name, digest=digest, report="{}",
+                                 ingest=True)
+        doc = json.loads(reply["doc"])
+        doc["existing"] = bool(reply.get("existing"))
+        return doc
+
+    def list(self, name=None):
+        """The latest version of every dataset, or every version of `name`."""
+        return self.client._doc("DATASET_LIST", **({"name": name} if name else {}))
+
+    def get(self, ref):
+        """One version: "NAME" (the latest) or "NAME@VERSION"."""
+        name, _, ver = ref.partition("@")
+        fields = {"name": name}
+        if ver:
+            fields["version"] = int(ver)
+        return self.client._doc("DATASET_GET", **fields)
+
+    def download(self, ref, path=None):
+        """The canonical JSONL of a version (bytes, verified); also written to path."""
+        return self.client.artifact(self.get(ref)["digest"], path)
+
+
+class Models:
+    """client.models: the model registry (docs/cli.md, model ...)."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def list(self):
+        """The latest version of every model, each with its "aliases"."""
+        return self.client._doc("MODEL_LIST")
+
+    def versions(self, name):
+        """Every version of model `name`."""
+        return self.client._doc("MODEL_LIST", name=name)
+
+    def get(self, ref):
+        """One version: NAME (latest), NAME:VERSION or NAME@ALIAS, with its "evals"."""
+        return self.client._doc("MODEL_GET", **_model_fields(ref))
+
+    def alias_set(self, ref, version, protect=False):
+        """Point NAME@ALIAS at `version` (atomic, audited); the alias record."""
+        f = _model_fields(ref)
+        if "alias" not in f:
+            raise ValueError("alias_set: %r: expected NAME@ALIAS" % ref)
+        fields = dict(f, version=int(version))
+        if protect:
+            fields["protect"] = True
+        return self.client._doc("MODEL_ALIAS_SET", **fields)
+
+    def alias_rm(self, ref):
+        """Remove NAME@ALIAS; returns {name, alias, previous, removed}."""
+        f = _model_fields(ref)
+        if "alias" not in f:
+            raise ValueError("alias_rm: %r: expected NAME@ALIAS" % ref)
+        return self.client._doc("MODEL_ALIAS_RM", **f)
+
+    def promote(self, name, challenger, metric="loss", min_delta=0.0, dataset=None,
+                shards=1, timeout=None, seed=None):
+        """Move name@champion to `challenger` when it is significantly better
+        on `metric` by at least min_delta (docs/eval.md#promotion). When the
+        leader lacks an eval of champion or challenger on the dataset, an eval
+        job of both is run first (dataset is required then) and the question
+        asked again. Returns the promotion record: champion, challenger,
+        champion_value, challenger_value, delta, ci, significant, promoted,
+        reason (also recorded in the registry)."""
+        fields = {"name": name, "challenger": challenger, "metric": metric,
+                  "min_delta": float(min_delta)}
+        if dataset:
+            fields["dataset"] = dataset
+        if seed is not None:
+            fields["seed"] = int(seed)
+        try:
+            return self.client._doc("MODEL_PROMOTE", **fields)
+        except FlywheelError as e:
+            if e.code != -5 or "no eval" not in e.message:
+                raise
+            if not dataset:
+                raise FlywheelError(e.code, "%s: pass dataset= to run the eval job first"
+                                    % e.message)
+        self.client.eval(["%s@champion" % name, challenger], dataset, shards=shards,
+                         timeout=timeout)
+        return self.client._doc("MODEL_PROMOTE", **fields)

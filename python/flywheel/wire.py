@@ -80,7 +80,8 @@ MESSAGES = {
     "DATASET_REGISTER": (82, [("token", "STR", True, 512), ("name", "STR", True, 128),
                               ("digest", "STR", True, 80), ("report", "JSON", True, 1 << 20),
                               ("parents", "JSON", False, 16 << 10),
-                              ("lineage", "JSON", False, 64 << 10)]),
+                              ("lineage", "JSON", False, 64 << 10),
+                              ("ingest", "BOOL", False, 0)]),
     "DATASET_REGISTER_REPLY": (83, [("doc", "JSON", True, 4 << 20),
                                     ("existing", "BOOL", False, 0)]),
     "DATASET_LIST": (84, [("token", "STR", True, 512), ("name", "STR", False, 128)]),
@@ -103,6 +104,13 @@ MESSAGES = {
                              ("protect", "BOOL", False, 0)]),
     "MODEL_ALIAS_RM": (93, [("token", "STR", True, 512), ("name", "STR", True, 128),
                             ("alias", "STR", True, 128)]),
+    "MODEL_PROMOTE": (94, [("token", "STR", True, 512), ("name", "STR", True, 128),
+                           ("challenger", "STR", True, 300), ("metric", "STR", True, 32),
+                           ("min_delta", "DOUBLE", False, 0), ("dataset", "STR", False, 300),
+                           ("seed", "UINT", False, 0)]),
+    # Lineage (issue 6; coordinator/coord_lineage.c): the reply is MODEL_REPLY.
+    "LINEAGE_GET": (95, [("token", "STR", True, 512), ("ref", "STR", True, 300),
+                         ("depth", "UINT", False, 64)]),
     "BLOB_UPLOAD_BEGIN": (100, [("token", "STR", True, 512), ("size", "UINT", True, 0),
                                 ("digest", "STR", False, 80)]),
     "BLOB_UPLOAD_REPLY": (101, [("upload_id", "STR", True, 64), ("received", "UINT", True, 0),
@@ -181,6 +189,10 @@ def _check_value(where, ftype, fmax, value):
             raise WireError("%s: expected bytes, got %s" % (where, type(value).__name__))
         if fmax and len(value) > fmax:
             raise WireError("%s: %d bytes, at most %d" % (where, len(value), fmax), "FW_ETOOBIG")
+    elif ftype == "DOUBLE":
+        # Integers are accepted as the C decoder does ("1" for 1.0); sent as float64.
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise WireError("%s: expected float, got %s" % (where, type(value).__name__))
     elif ftype == "BOOL":
         if not isinstance(value, bool):
             raise WireError("%s: expected bool, got %s" % (where, type(value).__name__))
@@ -226,6 +238,8 @@ def encode(msg):
                 raise WireError("%s: required field missing" % where)
             continue
         _check_value(where, ftype, fmax, value)
+        if ftype == "DOUBLE":
+            value = float(value)
         if ftype in ("STR", "JSON", "BIN"):
             raw = value.encode("utf-8") if ftype != "BIN" else bytes(value)
             packed = _compress(raw) if inflated + len(raw) <= MAX_FRAME else None

@@ -99,7 +99,8 @@ def test_round_trip_every_message():
         vals = {}
         for fname, ftype, _, fmax in fields:
             vals[fname] = {"STR": "x", "JSON": '{"a":1}', "BIN": b"\x00\xff", "BOOL": True,
-                           "UINT": min(3, fmax) if fmax else 3, "INT": -11}[ftype]
+                           "UINT": min(3, fmax) if fmax else 3, "INT": -11,
+                           "DOUBLE": 0.25}[ftype]
         m = wire.Message(name, vals, request_id=42, sender="t")
         d = wire.decode(wire.encode(m))
         assert d.name == name and d.id == mid and d.request_id == 42 and d.sender == "t"
