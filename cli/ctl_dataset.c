@@ -103,52 +103,6 @@ static int s_upload(ctl_t *c, const char *path, const char *digest, uint64_t siz
     return rc;
 }
 
-typedef struct {
-    FILE *f;
-    fw_digest_ctx *h;
-} s_sink;
-
-static int s_file_write(void *arg, uint64_t size, uint64_t off, const void *data, size_t n) {
-    s_sink *k = arg;
-    (void)size, (void)off;
-    if (n && (fwrite(data, 1, n, k->f) != n || fw_digest_ctx_update(k->h, data, n) < 0))
-        return fw_err_set(FW_EIO, "writing: %s", strerror(errno));
-    return 0;
-}
-
-/* Download blob `digest` into path (atomically, verified). 0 or -1 printed. */
-static int s_download(ctl_t *c, const char *what, const char *digest, const char *path) {
-    char part[4096];
-    if (snprintf(part, sizeof part, "%s.part", path) >= (int)sizeof part)
-        return S_FAIL(c, "%s: path too long", path);
-    s_sink k = {fopen(part, "wb"), fw_digest_ctx_new()};
-    if (!k.f || !k.h) {
-        if (k.f) fclose(k.f);
-        fw_digest_ctx_destroy(&k.h);
-        return S_FAIL(c, "%s: %s", part, strerror(errno));
-    }
-    uint64_t off = 0;
-    int ret = ctl_blob_download(c, what, digest, s_file_write, &k, &off);
-    if (fflush(k.f) != 0 || fsync(fileno(k.f)) != 0) ret = -1;
-    fclose(k.f);
-    if (ret == 0) {
-        fw_digest d;
-        char got[FW_DIGEST_STR_SIZE];
-        fw_digest_ctx_final(k.h, &d);
-        fw_digest_format(&d, got);
-        if (strcmp(got, digest) != 0)
-            ret = S_FAIL(c,
-                         "%s: digest mismatch: the %" PRIu64 " bytes received hash to %s, "
-                         "expected %s: the store's copy is corrupt (%s)",
-                         what, off, got, digest, fw_errname(FW_ECORRUPT));
-        else if (rename(part, path) != 0)
-            ret = S_FAIL(c, "rename %s -> %s: %s", part, path, strerror(errno));
-    }
-    fw_digest_ctx_destroy(&k.h);
-    if (ret < 0) unlink(part);
-    return ret;
-}
-
 /* Register digest as the next version of name; prints nothing. The record,
  * *existing set; NULL after printing the error. */
 static json_t *s_register(ctl_t *c, const char *name, const char *digest, const char *report,
@@ -386,7 +340,7 @@ static int s_cmd_download(ctl_t *c) {
     char what[256];
     snprintf(what, sizeof what, "dataset %s@%" JSON_INTEGER_FORMAT, name,
              json_integer_value(json_object_get(rec, "version")));
-    int rc = s_download(c, what, ctl_str(rec, "digest"), c->argv[1]);
+    int rc = ctl_blob_get_file(c, what, ctl_str(rec, "digest"), c->argv[1]);
     if (rc == 0 && c->output == CTL_OUT_JSON)
         ctl_print_json(rec);
     else if (rc == 0)
@@ -436,7 +390,7 @@ static int s_cmd_split(ctl_t *c) {
     snprintf(tr, sizeof tr, "%s/train.jsonl", dir);
     snprintf(ev, sizeof ev, "%s/eval.jsonl", dir);
     fw_dataset_split_counts k;
-    if (s_download(c, what, ctl_str(src, "digest"), in) < 0) goto done;
+    if (ctl_blob_get_file(c, what, ctl_str(src, "digest"), in) < 0) goto done;
     int rc = fw_dataset_split(in, holdout, seed, tr, ev, &k);
     if (rc < 0) {
         ctl_errorf(c, "split %s: %s (%s)", what, fw_err_detail(), fw_errname(rc));
