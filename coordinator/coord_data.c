@@ -605,6 +605,31 @@ done:
     return rc;
 }
 
+/* Records (non-empty lines) of a canonical JSONL blob, reading it whole
+ * (which also verifies its digest). */
+static int s_count_lines(fw_store *st, const char *digest, uint64_t *out) {
+    fw_store_reader *r = fw_store_reader_open(st, digest);
+    if (!r) return fw_err_set(FW_EIO, "%s", fw_err_detail());
+    char buf[1 << 16];
+    uint64_t n = 0;
+    bool open_line = false;
+    long long got;
+    while ((got = fw_store_reader_read(r, buf, sizeof buf)) > 0) {
+        for (long long i = 0; i < got; i++) {
+            if (buf[i] == '\n') {
+                if (open_line) n++;
+                open_line = false;
+            } else {
+                open_line = true;
+            }
+        }
+    }
+    fw_store_reader_close(&r);
+    if (got < 0) return (int)got;
+    *out = n + (open_line ? 1 : 0);
+    return 0;
+}
+
 static void s_dataset_register(coord_t *c, coord_data_t *d, zframe_t *identity, const fw_msg_t *m,
                                const coord_token_t *tok) {
     const char *name = fw_msg_get_str_f(m, FW_F_DATASET_REGISTER_name);
@@ -682,6 +707,27 @@ static void s_dataset_register(coord_t *c, coord_data_t *d, zframe_t *identity, 
             goto done;
         }
     }
+    /* The record count jobs shard by comes from the bytes, not the report:
+     * a version must have records, one per line (docs/datasets.md). */
+    uint64_t nlines = 0;
+    if ((rc = s_count_lines(d->store, digest, &nlines)) < 0) {
+        coord_client_error(c, identity, m, rc, 0, "blob %s: %s", digest, fw_err_detail());
+        goto done;
+    }
+    json_t *claimed = json_object_get(report, "records_out");
+    if (nlines == 0) {
+        coord_client_error(c, identity, m, FW_EINVAL, 0,
+                           "blob %s holds no records; nothing registered", digest);
+        goto done;
+    }
+    if (claimed && (uint64_t)json_integer_value(claimed) != nlines) {
+        coord_client_error(c, identity, m, FW_EINVAL, 0,
+                           "report: records_out %" JSON_INTEGER_FORMAT " but the blob holds %"
+                           PRIu64 " records (lines); nothing registered",
+                           json_integer_value(claimed), nlines);
+        goto done;
+    }
+    json_object_set_new(report, "records_out", json_integer((json_int_t)nlines));
     rc = s_read(c, name, false, &all);
     if (rc < 0) {
         coord_client_error(c, identity, m, rc, 1000, "reading dataset %s from etcd: %s", name,
