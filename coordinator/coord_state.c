@@ -465,6 +465,17 @@ static void s_job_follow(coord_state_t *s, coord_job_t *j, int64_t now_wall) {
         j->finished_at = now_wall;
         if (to == JOB_SUCCEEDED && s->finalize && s->finalize(s->finalize_arg, j) < 0)
             to = JOB_FAILED;
+        if (to == JOB_FAILED && !j->error && j->tasks) {
+            /* The job's error is its first failed task's, so `job show` says why. */
+            for (uint32_t i = 0; i < j->ntasks; i++) {
+                coord_task_t *t = &j->tasks[i];
+                if (t->state != TASK_FAILED || !t->error) continue;
+                size_t n = strlen(t->error) + 64;
+                if ((j->error = malloc(n)))
+                    snprintf(j->error, n, "task %s.%u: %s", j->id, t->index, t->error);
+                break;
+            }
+        }
         coord_job_set_state(s, j, to);
         return;
     }

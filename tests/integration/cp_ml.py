@@ -34,6 +34,8 @@ import time
 
 import pytest
 
+from flywheel.client import FlywheelError
+
 from cp_harness import cluster_fixture, wait_for
 import ml_fixtures as mf
 
@@ -398,23 +400,30 @@ def test_bad_inputs_refused_nothing_created(cl, world, tmp_path):
     p = cl.ctl("dataset", "add", str(empty), "--name", "empty")
     assert p.returncode != 0 and "no record left" in p.stderr, (p.stdout, p.stderr)
     assert cl.ctl("dataset", "show", "empty").returncode != 0
-    # ...but a raw DATASET_REGISTER of an empty blob with a 0-record report is accepted
-    # (the leader trusts the client's report), so the submit-time check is what stops a
-    # job on it.
+    # ...and neither does the leader for a raw DATASET_REGISTER: it counts the blob's
+    # records itself, so an empty blob, or a report that miscounts, registers nothing.
     c = cl.client()
     digest = c.upload(b"")
-    c.call("DATASET_REGISTER", name="empty0", digest=digest,
-           report=json.dumps({"records_in": 0, "accepted": 0, "rejected": 0,
-                              "records_out": 0}))
-    assert cl.ctl_json("dataset", "show", "empty0")["records"] == 0
+    with pytest.raises(FlywheelError) as e:
+        c.call("DATASET_REGISTER", name="empty0", digest=digest,
+               report=json.dumps({"records_in": 0, "accepted": 0, "rejected": 0,
+                                  "records_out": 0}))
+    assert "holds no records; nothing registered" in str(e.value)
+    two = c.upload(b'{"text": "a"}\n{"text": "b"}\n')
+    with pytest.raises(FlywheelError) as e:
+        c.call("DATASET_REGISTER", name="empty0", digest=two,
+               report=json.dumps({"records_out": 3}))
+    assert "records_out 3 but the blob holds 2 records" in str(e.value)
+    assert cl.ctl("dataset", "show", "empty0").returncode != 0
+    # So a job on it fails as an unknown dataset, at submit.
     for spec in ({"kind": "finetune", "base": "tiny:1", "dataset": "empty0", "hparams": hp},
                  {"kind": "embed", "model": "tiny:1", "dataset": "empty0"},
                  {"kind": "eval", "models": ["tiny:1"], "dataset": "empty0"}):
         f = tmp_path / "spec.json"
         f.write_text(json.dumps(spec))
         p = cl.ctl("job", "submit", str(f))
-        assert p.returncode != 0 and "spec.dataset" in p.stderr, (spec, p.stderr)
-        assert "empty0@1 has no records" in p.stderr, p.stderr
+        assert p.returncode != 0 and "spec.dataset: dataset empty0" in p.stderr, (spec,
+                                                                                 p.stderr)
     assert mf.job_keys(cl) == before, "a refused submit left a job record"
 
 
