@@ -442,36 +442,23 @@ static void s_dataset_get(coord_t *c, zframe_t *identity, const fw_msg_t *m) {
     const char *name = fw_msg_get_str_f(m, FW_F_DATASET_GET_name);
     uint64_t ver = fw_msg_get_uint_f(m, FW_F_DATASET_GET_version);
     if (!s_name_ok(name)) {
-        coord_client_error(c, identity, m, FW_EINVAL, 0, "dataset name '%.128s': 1-128 of [A-Za-z0-9._-]",
-                name);
+        coord_client_error(c, identity, m, FW_EINVAL, 0,
+                           "dataset name '%.128s': 1-128 of [A-Za-z0-9._-]", name);
         return;
     }
-    json_t *arr = NULL;
-    int rc = s_read(c, name, false, &arr);
+    char ref[S_NAME_MAX + 32], canon[S_NAME_MAX + 32];
+    if (ver)
+        snprintf(ref, sizeof ref, "%s@%" PRIu64, name, ver);
+    else
+        snprintf(ref, sizeof ref, "%s", name);
+    json_t *rec = NULL;
+    int rc = coord_datasets_resolve(c, ref, &rec, canon, sizeof canon);
     if (rc < 0) {
-        coord_client_error(c, identity, m, rc, 1000, "reading dataset %s from etcd: %s", name,
-                fw_err_detail());
+        coord_client_error(c, identity, m, rc, rc == FW_ENOTFOUND || rc == FW_EINVAL ? 0 : 1000,
+                           "%s", fw_err_detail());
         return;
     }
-    json_t *found = NULL;
-    size_t n = json_array_size(arr);
-    if (ver == 0 && n) found = json_array_get(arr, n - 1);
-    for (size_t i = 0; ver && i < n; i++) {
-        json_t *o = json_array_get(arr, i);
-        if ((uint64_t)json_integer_value(json_object_get(o, "version")) == ver) found = o;
-    }
-    if (!found) {
-        if (ver)
-            coord_client_error(c, identity, m, FW_ENOTFOUND, 0, "dataset %s@%" PRIu64 ": not found%s", name,
-                    ver, n ? "" : " (no such dataset)");
-        else
-            coord_client_error(c, identity, m, FW_ENOTFOUND, 0, "dataset %s: not found", name);
-        json_decref(arr);
-        return;
-    }
-    json_incref(found);
-    json_decref(arr);
-    coord_client_reply_doc(c, identity, m, FW_MSG_DATASET_GET_REPLY, found, -1);
+    coord_client_reply_doc(c, identity, m, FW_MSG_DATASET_GET_REPLY, rec, -1);
 }
 
 int coord_datasets_resolve(coord_t *c, const char *ref, json_t **out, char *canon, size_t size) {

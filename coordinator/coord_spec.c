@@ -22,7 +22,7 @@ static const char *const s_finetune_fields[] = {
     "base", "dataset", "eval_dataset", "output", "hparams", "checkpoint_every", "threads",
     "collective", "resolved", NULL};
 static const char *const s_embed_fields[] = {"model", "dataset", "batch", "seq", "threads",
-                                             "resolved", NULL};
+                                             "truncate", "resolved", NULL};
 static const char *const s_eval_fields[] = {"models", "dataset", "batch", "seq", "threads",
                                             "resolved", NULL};
 
@@ -195,6 +195,9 @@ static int s_check_ml(json_t *root, const char *kind) {
             return rc;
     } else if (strcmp(kind, "embed") == 0) {
         if ((rc = s_str(root, "model", "spec", true, 300)) < 0) return rc;
+        json_t *tr = json_object_get(root, "truncate");
+        if (tr && !json_is_boolean(tr))
+            return fw_err_set(FW_EINVAL, "spec.truncate: expected true or false");
     } else {
         json_t *ms = json_object_get(root, "models");
         if (!json_is_array(ms) || json_array_size(ms) < 1 || json_array_size(ms) > 16)
