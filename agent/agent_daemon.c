@@ -187,6 +187,23 @@ static void s_ev_result(void *arg, agent_task_t *t) {
     if (d->dealer) s_send_result(d, t);
 }
 
+/* metrics.curve: [[step, loss], ...] as a nested array (at most
+ * FW_PROTO_MAX_ITEMS points; the rest waits for no one: it is dropped). */
+static void s_put_curve(fw_val_t *map, json_t *curve) {
+    fw_val_t *arr = fw_val_new_array();
+    size_t i;
+    json_t *pt;
+    json_array_foreach(curve, i, pt) {
+        if (!arr || i >= FW_PROTO_MAX_ITEMS) break;
+        fw_val_t *pair = fw_val_new_array();
+        if (!pair) break;
+        fw_val_array_push_uint(pair, (uint64_t)json_integer_value(json_array_get(pt, 0)));
+        fw_val_array_push_double(pair, json_number_value(json_array_get(pt, 1)));
+        fw_val_array_push(arr, &pair);
+    }
+    if (arr) fw_val_map_set(map, "curve", &arr);
+}
+
 static void s_ev_progress(void *arg, const agent_task_t *t, json_t *o) {
     agent_daemon_t *d = arg;
     if (!d->dealer) return;
@@ -223,6 +240,8 @@ static void s_ev_progress(void *arg, const agent_task_t *t, json_t *o) {
                 fw_val_map_set_int(map, k, json_integer_value(x));
             else if (json_is_number(x))
                 fw_val_map_set_double(map, k, json_number_value(x));
+            else if (json_is_array(x) && strcmp(k, "curve") == 0)
+                s_put_curve(map, x);
         }
         if (map && fw_msg_set_map_f(m, FW_F_TASK_PROGRESS_metrics, &map) < 0)
             fw_debug("event=progress-metrics-dropped detail=\"%s\"", fw_err_detail());

@@ -358,6 +358,8 @@ static void s_argv_free(s_argv *a) {
 
 typedef enum { S_FINETUNE, S_EMBED, S_EVAL } s_kind;
 
+#define S_POINTS_MAX 2048 /* curve points held for the next progress report */
+
 typedef struct {
     s_kind kind;
     s_ml *ml;
@@ -368,6 +370,7 @@ typedef struct {
     bool resuming;
     int64_t first_step; /* the first step line's step, -1 before */
     double last_loss;
+    json_t *points; /* [step, loss] pairs not yet reported (the limiter held them back) */
     json_t *final; /* the engine's last result line (done / summary), owned */
     uint64_t first_record, records;
     uint64_t model_index, shard;
@@ -380,6 +383,7 @@ static void s_task_free(void *p) {
     s_task *x = p;
     if (!x) return;
     json_decref(x->final);
+    json_decref(x->points);
     free(x);
 }
 
@@ -425,13 +429,27 @@ static void s_train_line(agent_task_t *t, json_t *o, s_task *x) {
     if (json_is_number(loss)) {
         if (x->first_step < 0) x->first_step = k;
         x->last_loss = json_number_value(loss);
-        json_t *p = json_pack("{s:I, s:f, s:{s:f, s:f, s:f}}", "step", (json_int_t)k, "fraction",
-                              x->steps > 0 ? (double)k / (double)x->steps : 0.0, "metrics", "loss",
-                              json_number_value(loss), "lr", s_num(o, "lr"), "tokens_per_s",
-                              s_num(o, "tokens_per_s"));
-        /* The last step always goes out: the job's curve ends at the final
-         * loss even when the limiter dropped most of a short run. */
-        if (p) agent_task_progress(t, p, k == x->steps);
+        /* Every step's loss reaches the leader's curve: the points the
+         * limiter holds back ride along with the next report that goes out
+         * (metrics.curve), so the curve is whole while the leader sees at
+         * most 10 reports a second per task. A backlog past S_POINTS_MAX
+         * (a leader unreachable for minutes) keeps every other point. */
+        if (!x->points) x->points = json_array();
+        json_array_append_new(x->points, json_pack("[I,f]", (json_int_t)k,
+                                                   json_number_value(loss)));
+        if (json_array_size(x->points) > S_POINTS_MAX) {
+            json_t *half = json_array();
+            for (size_t i = 0; i < json_array_size(x->points); i += 2)
+                json_array_append(half, json_array_get(x->points, i));
+            json_decref(x->points);
+            x->points = half;
+        }
+        json_t *p = json_pack("{s:I, s:f, s:{s:f, s:f, s:f, s:O}}", "step", (json_int_t)k,
+                              "fraction", x->steps > 0 ? (double)k / (double)x->steps : 0.0,
+                              "metrics", "loss", json_number_value(loss), "lr", s_num(o, "lr"),
+                              "tokens_per_s", s_num(o, "tokens_per_s"), "curve", x->points);
+        /* The last step always goes out: the curve ends at the final loss. */
+        if (p && agent_task_progress(t, p, k == x->steps)) json_array_clear(x->points);
         json_decref(p);
         return;
     }

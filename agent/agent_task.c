@@ -347,12 +347,13 @@ void agent_task_note(agent_task_t *t, const char *fmt, ...) {
     agent_log_write(t->log, line, (size_t)n);
 }
 
-void agent_task_progress(agent_task_t *t, json_t *obj, bool force) {
+bool agent_task_progress(agent_task_t *t, json_t *obj, bool force) {
     agent_runner_t *r = t->runner;
     int64_t now = fw_mono_ms();
-    if (!force && t->last_progress && now - t->last_progress < S_PROGRESS_MS) return;
+    if (!force && t->last_progress && now - t->last_progress < S_PROGRESS_MS) return false;
     t->last_progress = now;
     if (r->ev.progress) r->ev.progress(r->arg, t, obj);
+    return true;
 }
 
 static void s_progress_line(agent_runner_t *r, agent_task_t *t) {

@@ -215,8 +215,8 @@ int agent_task_set_result(agent_task_t *t, const char *status, bool has_code, in
  * hooks->free. Call from the executor's run(). */
 void agent_task_set_hooks(agent_task_t *t, const agent_task_hooks *hooks, void *ctx);
 /* Report progress (obj borrowed): at most one per 100 ms per task unless
- * force (checkpoints must never be dropped). */
-void agent_task_progress(agent_task_t *t, json_t *obj, bool force);
+ * force (checkpoints must never be dropped). True when it was sent. */
+bool agent_task_progress(agent_task_t *t, json_t *obj, bool force);
 /* State shared by an executor family across the runner's tasks (agent_ml's
  * store and cache): NULL until set; destroyed with the runner. */
 void *agent_runner_exec_state(const agent_runner_t *r);

@@ -253,6 +253,17 @@ void coord_ml_progress(coord_t *c, coord_task_t *t, const fw_msg_t *m) {
         return;
     }
     const fw_val_t *metrics = fw_msg_get_map_f(m, FW_F_TASK_PROGRESS_metrics);
+    const fw_val_t *curve = metrics ? fw_val_map_get(metrics, "curve") : NULL;
+    if (curve && fw_val_kind_of(curve) == FW_VAL_ARRAY) {
+        /* Every step since the last report (the agent batches them). */
+        for (size_t i = 0; i < fw_val_size(curve); i++) {
+            const fw_val_t *pt = fw_val_at(curve, i);
+            if (fw_val_size(pt) == 2)
+                s_curve_add(j, fw_val_uint(fw_val_at(pt, 0)),
+                            fw_val_double(fw_val_at(pt, 1)));
+        }
+        return;
+    }
     const fw_val_t *loss = metrics ? fw_val_map_get(metrics, "loss") : NULL;
     if (loss && step) s_curve_add(j, step, fw_val_double(loss));
 }

@@ -184,7 +184,8 @@ def test_finetune_and_job_show(cl, base_dir, state):
     assert v2["parent"] == "demo:1" and v2["job"] == job["id"]
     full = cl.ctl_json("job", "show", job["id"])
     curve = full["curve"]
-    assert len(curve) >= 3 and curve[0][0] <= 1 and curve[-1][0] == steps, curve
+    # Every step is on the curve: the agent batches the points its limiter holds back.
+    assert [pt[0] for pt in curve] == list(range(1, steps + 1)), curve
     assert full["checkpoint"]["step"] in (20, 30) and full["checkpoint"]["digest"]
     p = cl.ctl("job", "show", job["id"])
     assert p.returncode == 0, p.stderr
