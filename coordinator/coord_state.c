@@ -485,6 +485,10 @@ static void s_job_follow(coord_state_t *s, coord_job_t *j, int64_t now_wall) {
     }
 }
 
+void coord_job_settle(coord_state_t *s, coord_job_t *j, int64_t now_wall) {
+    s_job_follow(s, j, now_wall);
+}
+
 /* Move the counters and the state without reporting (unwritten tasks). */
 static void s_task_move(coord_state_t *s, coord_task_t *t, int to) {
     coord_job_t *j = t->job;

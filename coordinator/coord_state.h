@@ -249,6 +249,9 @@ coord_job_t *coord_job_add(coord_state_t *s, uint64_t seq, coord_spec_t *spec, c
  * until their agent re-registers). Reports nothing to the hook. */
 void coord_state_rebuild_job(coord_state_t *s, coord_job_t *j, int64_t now_wall,
                              int64_t now_mono);
+/* After a rebuild: a live job whose tasks have all ended becomes terminal
+ * now (with finalize for its kind), as it would have at its last task. */
+void coord_job_settle(coord_state_t *s, coord_job_t *j, int64_t now_wall);
 /* Free the task array of a terminal job (its counts stay). The caller made
  * sure nothing refers to its tasks any more (store: pending_writes == 0). */
 void coord_job_evict_tasks(coord_state_t *s, coord_job_t *j);

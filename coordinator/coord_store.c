@@ -798,6 +798,12 @@ int coord_store_rebuild(coord_store_t *s) {
     for (size_t i = 0; i < st->njobs; i++) {
         coord_job_t *j = st->jobv[i];
         if (j->queued && !j->queued_written) s_enqueue(s, COORD_OBJ_QUEUE, j, -1, -1, NULL);
+        /* Every task ended but the job record did not say so: the last
+         * leader stopped between the two writes. Settle it now (finalize
+         * runs again: registration is idempotent by digest, merges are
+         * deterministic). */
+        if (!coord_job_terminal(j->state) && j->tasks)
+            coord_job_settle(st, j, now_wall);
     }
     fw_info("event=state-rebuilt jobs=%zu live_jobs=%zu live_tasks=%zu bad_records=%d "
             "audit_seq=%lld ms=%lld", st->njobs, live, ntasks, x.errors,

@@ -182,6 +182,60 @@ static void test_sharded_lifecycle(void) {
     coord_state_destroy(&s);
 }
 
+/* The finalize hook: called once when the last task succeeded, before the
+ * job turns SUCCEEDED; a refusal fails the job with its error. */
+static int s_finalize_calls;
+static int s_finalize(void *arg, coord_job_t *j) {
+    s_finalize_calls++;
+    if (arg) {
+        j->error = strdup("finalize: shard 1's matrix is corrupt");
+        return -1;
+    }
+    CHECK_EQ_INT(j->state, JOB_RUNNING); /* not yet SUCCEEDED while it runs */
+    return 0;
+}
+
+static void test_finalize_hook(void) {
+    s_rec r;
+    coord_state_t *s = s_state(&r);
+    coord_sched_t sc;
+    coord_sched_init(&sc, 29500, 29501);
+    s_agent(s, "a1", 4, NULL);
+    s->finalize = s_finalize;
+    s->finalize_arg = NULL;
+    s_finalize_calls = 0;
+    coord_job_t *j = s_job(s, "{\"kind\":\"noop\",\"shards\":2,\"max_retries\":0}");
+    CHECK_EQ_INT(s_pass(s, &sc, 2000), 2);
+    s_succeed(s, &j->tasks[0], 3000);
+    CHECK_EQ_INT(s_finalize_calls, 0); /* not before the last task */
+    s_succeed(s, &j->tasks[1], 3000);
+    CHECK_EQ_INT(s_finalize_calls, 1);
+    CHECK_EQ_INT(j->state, JOB_SUCCEEDED);
+    /* A refusal: FAILED with finalize's reason, though every task succeeded. */
+    s->finalize_arg = s;
+    coord_job_t *k = s_job(s, "{\"kind\":\"noop\",\"shards\":1,\"max_retries\":0}");
+    CHECK_EQ_INT(s_pass(s, &sc, 4000), 1);
+    s_succeed(s, &k->tasks[0], 5000);
+    CHECK_EQ_INT(s_finalize_calls, 2);
+    CHECK_EQ_INT(k->state, JOB_FAILED);
+    CHECK_EQ_INT(k->count[TASK_SUCCEEDED], 1);
+    REQUIRE(k->error != NULL);
+    CHECK_EQ_STR(k->error, "finalize: shard 1's matrix is corrupt");
+    /* A job failed by a task says which task and why. */
+    s->finalize = NULL;
+    coord_job_t *f = s_job(s, "{\"kind\":\"noop\",\"shards\":1,\"max_retries\":0}");
+    CHECK_EQ_INT(s_pass(s, &sc, 6000), 1);
+    CHECK_EQ_INT(coord_task_finish(s, &f->tasks[0], COORD_OUT_FAILED, 3, NULL, "exit 3", 7000,
+                                   1024),
+                 TASK_FAILED);
+    CHECK_EQ_INT(f->state, JOB_FAILED);
+    REQUIRE(f->error != NULL);
+    CHECKF(strstr(f->error, ".0: exit 3") != NULL, "job error \"%s\"", f->error);
+    CHECK(coord_state_check(s));
+    coord_sched_free(&sc);
+    coord_state_destroy(&s);
+}
+
 static void test_retry_then_fail(void) {
     s_rec r;
     coord_state_t *s = s_state(&r);
@@ -368,6 +422,7 @@ int main(void) {
     RUN(test_ids);
     RUN(test_sharded_lifecycle);
     RUN(test_retry_then_fail);
+    RUN(test_finalize_hook);
     RUN(test_cancel);
     RUN(test_priority_labels_drain);
     RUN(test_gang_and_backfill);
