@@ -10,7 +10,6 @@ and digest-verified; split is reproducible by seed, disjoint and complete, with 
 a flipped byte in the store makes download fail with a digest error (and re-adding
 repairs it); after SIGKILL of the leader the standby serves show and download."""
 
-import base64
 import hashlib
 import json
 import os
@@ -19,12 +18,8 @@ import time
 
 import pytest
 
-from cp_harness import cluster_fixture, wait_for
+from cp_harness import MOBY, TOKENIZER, cluster_fixture, etcd_range, wait_for
 
-SHARED = os.environ.get("FW_SHARED_DIR") or os.path.join(
-    os.path.dirname(__file__), "..", "..", "..", "shared")
-MOBY = os.path.join(SHARED, "data", "corpora", "moby-dick.jsonl")
-TOKENIZER = os.path.join(SHARED, "data", "gpt2-tokenizer")
 
 BAD_LINES = [
     '{"text": "first record"}',           # 1 ok
@@ -49,18 +44,6 @@ def cl(request):
 def _sha(path):
     with open(path, "rb") as f:
         return "sha256:" + hashlib.sha256(f.read()).hexdigest()
-
-
-def _range(cl, prefix):
-    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    body = json.dumps({"key": base64.b64encode(prefix.encode()).decode(),
-                       "range_end": base64.b64encode(end.encode()).decode()}).encode()
-    import urllib.request
-    url = "http://127.0.0.1:%d/v3/kv/range" % cl.state()["etcd"]["client"]
-    with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=10) as r:
-        doc = json.loads(r.read())
-    return {base64.b64decode(kv["key"]).decode(): json.loads(base64.b64decode(kv["value"]))
-            for kv in doc.get("kvs", [])}
 
 
 def _report_lines(text):
@@ -99,10 +82,10 @@ def test_add_moby_report_matches_etcd(cl):
         (135, 135, 0, 0)
     assert rep["bytes_in"] == os.path.getsize(MOBY)
     # etcd holds the same record, under its versioned key, and an audit entry names it.
-    kvs = _range(cl, "/flywheel/datasets/moby/")
+    kvs = etcd_range(cl, "/flywheel/datasets/moby/")
     assert list(kvs) == ["/flywheel/datasets/moby/00000001"]
     assert kvs["/flywheel/datasets/moby/00000001"] == rec and rec["schema"] == 1
-    audit = [v for v in _range(cl, "/flywheel/audit/").values()
+    audit = [v for v in etcd_range(cl, "/flywheel/audit/").values()
              if any(ch[0] == "dataset/moby@1" for ch in v.get("changes", []))]
     assert len(audit) == 1 and audit[0]["changes"][0][2:] == ["registered", {"by": "admin"}]
     # The blob is in the shared store, with the size the record says.
@@ -111,7 +94,7 @@ def test_add_moby_report_matches_etcd(cl):
     # Identical content again: the same version, nothing new in etcd.
     again = cl.ctl_json("dataset", "add", MOBY, "--name", "moby")
     assert again["existing"] is True and again["dataset"]["version"] == 1
-    assert list(_range(cl, "/flywheel/datasets/moby/")) == ["/flywheel/datasets/moby/00000001"]
+    assert list(etcd_range(cl, "/flywheel/datasets/moby/")) == ["/flywheel/datasets/moby/00000001"]
 
 
 def test_bad_lines_exact(cl, tmp_path):

@@ -4,15 +4,13 @@ per committed batch of state changes, stamped with the leader's epoch, in which 
 transitions appear in lifecycle order. Also: a daemon's config file with an unknown key is
 refused at start-up with an error naming the key and its line."""
 
-import base64
 import json
 import os
 import subprocess
-import urllib.request
 
 import pytest
 
-from cp_harness import BUILD, cluster_fixture
+from cp_harness import BUILD, cluster_fixture, etcd_kvs
 
 PREFIX = "/flywheel/"
 
@@ -20,18 +18,6 @@ PREFIX = "/flywheel/"
 @pytest.fixture(scope="module")
 def cl(request):
     return cluster_fixture(request, coordinators=1, agents=1)
-
-
-def _range(cl, prefix):
-    """Every (key, value) under prefix, straight from etcd's JSON gateway."""
-    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    body = json.dumps({"key": base64.b64encode(prefix.encode()).decode(),
-                       "range_end": base64.b64encode(end.encode()).decode()}).encode()
-    url = "http://127.0.0.1:%d/v3/kv/range" % cl.state()["etcd"]["client"]
-    with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=10) as r:
-        doc = json.loads(r.read())
-    return [(base64.b64decode(kv["key"]).decode(), base64.b64decode(kv["value"]))
-            for kv in doc.get("kvs", [])]
 
 
 def test_values_schema_and_audit_log(cl):
@@ -43,7 +29,7 @@ def test_values_schema_and_audit_log(cl):
     assert cl.wait_job(ok, 30)["state"] == "SUCCEEDED"
     assert cl.wait_job(bad, 30)["state"] == "FAILED"
 
-    kvs = _range(cl, PREFIX)
+    kvs = etcd_kvs(cl, PREFIX)
     assert kvs, "nothing under %s" % PREFIX
     for key, raw in kvs:
         doc = json.loads(raw)

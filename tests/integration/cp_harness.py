@@ -12,6 +12,7 @@ call it in a finally/fixture so nothing outlives a test, pass or fail).
         cl.kill("coord-1", signal.SIGKILL)
 """
 
+import base64
 import json
 import os
 import shutil
@@ -29,6 +30,11 @@ ROOT = os.environ.get("FW_SOURCE_DIR") or os.path.abspath(
 BUILD = os.environ.get("FW_BINARY_DIR") or os.path.join(ROOT, "build")
 CTL = os.path.join(BUILD, "cli", "flywheelctl")
 CLUSTER = os.path.join(ROOT, "scripts", "cluster")
+# The shared data folder beside the checkout (ctest sets FW_SHARED_DIR).
+SHARED = os.environ.get("FW_SHARED_DIR") or os.path.join(
+    os.path.dirname(__file__), "..", "..", "..", "shared")
+TOKENIZER = os.path.join(SHARED, "data", "gpt2-tokenizer")
+MOBY = os.path.join(SHARED, "data", "corpora", "moby-dick.jsonl")
 sys.path.insert(0, os.path.join(ROOT, "python"))
 sys.path.insert(0, os.path.join(ROOT, "python", "tests"))
 
@@ -376,6 +382,50 @@ def cluster_fixture(request, **kw):
         cl.dump_logs()
         raise
     return cl
+
+
+def etcd_kvs(cl, prefix):
+    """Every (key, raw value bytes) under prefix, in etcd's key order, straight from
+    etcd's JSON gateway (POST /v3/kv/range on the cluster's etcd client port)."""
+    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    body = json.dumps({"key": base64.b64encode(prefix.encode()).decode(),
+                       "range_end": base64.b64encode(end.encode()).decode()}).encode()
+    url = "http://127.0.0.1:%d/v3/kv/range" % cl.state()["etcd"]["client"]
+    with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=10) as r:
+        doc = json.loads(r.read())
+    return [(base64.b64decode(kv["key"]).decode(), base64.b64decode(kv["value"]))
+            for kv in doc.get("kvs", [])]
+
+
+def etcd_range(cl, prefix, raw_fallback=False):
+    """Every key under prefix as {key: decoded JSON value}, straight from etcd. A value
+    that is not JSON raises ValueError, or with raw_fallback stays as its raw bytes."""
+    out = {}
+    for key, raw in etcd_kvs(cl, prefix):
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            if not raw_fallback:
+                raise
+            out[key] = raw
+    return out
+
+
+def execute_notebook(cl, name, tmp_path, cell_timeout, timeout):
+    """Run python/examples/<name>.ipynb top to bottom with `jupyter nbconvert --execute`
+    against cl (its env, the checkout's python/ first on PYTHONPATH, cwd tmp_path); the
+    executed notebook's JSON document."""
+    nb = os.path.join(ROOT, "python", "examples", name + ".ipynb")
+    out = tmp_path / (name + ".out.ipynb")
+    env = dict(os.environ, **cl.env)
+    env["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "python"),
+                                         env.get("PYTHONPATH", "")])
+    p = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook",
+                        "--execute", "--ExecutePreprocessor.timeout=%d" % cell_timeout,
+                        "--output", str(out), nb], capture_output=True, text=True, env=env,
+                       timeout=timeout, cwd=str(tmp_path))
+    assert p.returncode == 0, p.stdout + p.stderr
+    return json.loads(out.read_text())
 
 
 def shard_command(marker_dir, sleep=0.0):

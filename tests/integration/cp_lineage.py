@@ -26,11 +26,8 @@ import subprocess
 
 import pytest
 
-from cp_harness import cluster_fixture
+from cp_harness import TOKENIZER, cluster_fixture
 
-SHARED = os.environ.get("FW_SHARED_DIR") or os.path.join(
-    os.path.dirname(__file__), "..", "..", "..", "shared")
-TOKENIZER = os.path.join(SHARED, "data", "gpt2-tokenizer")
 BINDIR = os.environ.get("FW_BINARY_DIR", "build")
 ENGINE = os.path.join(BINDIR, "agent", "engine", "flywheel-engine")
 

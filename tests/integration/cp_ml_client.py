@@ -19,13 +19,10 @@ import subprocess
 
 import pytest
 
-from cp_harness import BUILD, Cluster, ctl
+from cp_harness import BUILD, MOBY, Cluster, ctl, etcd_range, execute_notebook
 
 from flywheel import FlywheelError
 
-SHARED = os.environ.get("FW_SHARED_DIR") or os.path.join(
-    os.path.dirname(__file__), "..", "..", "..", "shared")
-MOBY = os.path.join(SHARED, "data", "corpora", "moby-dick.jsonl")
 ENGINE = os.path.join(BUILD, "agent", "engine", "flywheel-engine")
 
 
@@ -57,20 +54,6 @@ def _sentences(n, skip=0):
                     if len(out) >= n + skip:
                         return out[skip:]
     return out[skip:]
-
-
-def _range(cl, prefix):
-    """Every key under prefix in etcd (decoded JSON values)."""
-    import base64
-    import urllib.request
-    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    body = json.dumps({"key": base64.b64encode(prefix.encode()).decode(),
-                       "range_end": base64.b64encode(end.encode()).decode()}).encode()
-    url = "http://127.0.0.1:%d/v3/kv/range" % cl.state()["etcd"]["client"]
-    with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=10) as r:
-        doc = json.loads(r.read())
-    return {base64.b64decode(kv["key"]).decode(): json.loads(base64.b64decode(kv["value"]))
-            for kv in doc.get("kvs", [])}
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +238,7 @@ def test_promote_refuses_a_worse_challenger(cl):
     r = cl.client().models.promote("demo", "demo:1", metric="loss", dataset="holdout")
     assert r["promoted"] is False and r["reason"] and r["champion"] == "demo:2"
     # Both decisions are recorded in the registry, in order.
-    recs = _range(cl, "/flywheel/models/demo/promotions/")
+    recs = etcd_range(cl, "/flywheel/models/demo/promotions/")
     got = [(v["challenger"], v["promoted"]) for _, v in sorted(recs.items())]
     assert got == [("demo:2", True), ("demo:1", False), ("demo:1", False)], got
 
@@ -344,20 +327,9 @@ def test_llmops_notebook_executes(cl, tmp_path):
     """python/examples/llmops.ipynb (data -> fine-tune -> eval -> paired compare -> promote)
     runs top to bottom with `jupyter nbconvert --execute` against this cluster, from the
     champion the tests above left (demo:2), and prints each stage's outcome."""
-    import sys
-    from cp_harness import ROOT
-    nb = os.path.join(ROOT, "python", "examples", "llmops.ipynb")
-    out = tmp_path / "llmops.out.ipynb"
-    env = dict(os.environ, **cl.env)
-    env["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "python"),
-                                         env.get("PYTHONPATH", "")])
-    p = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook",
-                        "--execute", "--ExecutePreprocessor.timeout=240", "--output", str(out),
-                        nb], capture_output=True, text=True, env=env, timeout=300,
-                       cwd=str(tmp_path))
-    assert p.returncode == 0, p.stdout + p.stderr
+    doc = execute_notebook(cl, "llmops", tmp_path, cell_timeout=240, timeout=300)
     text = ""
-    for cell in json.loads(out.read_text())["cells"]:
+    for cell in doc["cells"]:
         for o in cell.get("outputs", []):
             assert o.get("output_type") != "error", o
             text += "".join(o.get("text", ""))

@@ -11,21 +11,15 @@ audited) and moved by an admin; two concurrent `alias set` both end cleanly with
 of the two values and their moves audited; download is byte-identical; after SIGKILL of the
 leader the standby serves show and download."""
 
-import base64
 import filecmp
-import json
 import os
 import signal
 import subprocess
-import urllib.request
 
 import pytest
 
-from cp_harness import CTL, cluster_fixture
+from cp_harness import CTL, TOKENIZER, cluster_fixture, etcd_range
 
-SHARED = os.environ.get("FW_SHARED_DIR") or os.path.join(
-    os.path.dirname(__file__), "..", "..", "..", "shared")
-TOKENIZER = os.path.join(SHARED, "data", "gpt2-tokenizer")
 BINDIR = os.environ.get("FW_BINARY_DIR", "build")
 ENGINE = os.path.join(BINDIR, "agent", "engine", "flywheel-engine")
 
@@ -50,21 +44,10 @@ def dirs(tmp_path_factory):
     return out
 
 
-def _range(cl, prefix):
-    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    body = json.dumps({"key": base64.b64encode(prefix.encode()).decode(),
-                       "range_end": base64.b64encode(end.encode()).decode()}).encode()
-    url = "http://127.0.0.1:%d/v3/kv/range" % cl.state()["etcd"]["client"]
-    with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=10) as r:
-        doc = json.loads(r.read())
-    return {base64.b64decode(kv["key"]).decode(): json.loads(base64.b64decode(kv["value"]))
-            for kv in doc.get("kvs", [])}
-
-
 def _changes(cl, ident):
     """Audit change rows naming ident, in audit order."""
     rows = []
-    for _, v in sorted(_range(cl, "/flywheel/audit/").items()):
+    for _, v in sorted(etcd_range(cl, "/flywheel/audit/").items()):
         rows += [ch for ch in v.get("changes", []) if ch[0] == ident]
     return rows
 
@@ -106,7 +89,7 @@ def test_register_idempotent_with_lineage(cl, dirs, tmp_path):
     assert "config.json" in files and "model.safetensors" in files
     assert m["files"] == len(files)
     assert m["size"] == sum(os.path.getsize(dirs[0] / f) for f in files)
-    kvs = _range(cl, "/flywheel/models/demo/")
+    kvs = etcd_range(cl, "/flywheel/models/demo/")
     assert list(kvs) == ["/flywheel/models/demo/versions/00000001"]
     assert kvs["/flywheel/models/demo/versions/00000001"] == m
     assert _changes(cl, "model/demo:1") == [["model/demo:1", "", "registered", {"by": "admin"}]]
@@ -114,7 +97,7 @@ def test_register_idempotent_with_lineage(cl, dirs, tmp_path):
     # Identical content again: the same version, nothing new.
     again = cl.ctl_json("model", "register", str(dirs[0]), "--name", "demo")
     assert again["existing"] is True and again["model"]["version"] == 1
-    assert list(_range(cl, "/flywheel/models/demo/")) == list(kvs)
+    assert list(etcd_range(cl, "/flywheel/models/demo/")) == list(kvs)
 
     # A child with --parent (by alias-less reference): the parent is recorded canonically.
     child = cl.ctl_json("model", "register", str(dirs[1]), "--name", "demo", "--parent", "demo")
@@ -126,7 +109,7 @@ def test_register_idempotent_with_lineage(cl, dirs, tmp_path):
     assert p.returncode == 1 and "demo:9: not found" in p.stderr
     p = cl.ctl("model", "register", str(dirs[1]), "--name", "other", "--dataset", "nope@1")
     assert p.returncode == 1 and "nope@1 is not registered" in p.stderr
-    assert "/flywheel/models/other/versions/00000001" not in _range(cl, "/flywheel/models/")
+    assert "/flywheel/models/other/versions/00000001" not in etcd_range(cl, "/flywheel/models/")
     r = _raw(cl, "MODEL_REGISTER", name="ghost", digest="sha256:" + "1" * 64)
     assert r.name == "ERROR" and r.get("code") == -5 and "upload it first" in r.get("message")
 
@@ -145,7 +128,7 @@ def test_alias_set_move_protect_rm(cl, dirs):
     shown = cl.ctl_json("model", "show", "demo@champion")
     assert shown["version"] == 2 and shown["aliases"] == ["champion"]
     assert cl.ctl_json("model", "show", "demo:1")["aliases"] == []
-    al = _range(cl, "/flywheel/models/demo/aliases/")["/flywheel/models/demo/aliases/champion"]
+    al = etcd_range(cl, "/flywheel/models/demo/aliases/")["/flywheel/models/demo/aliases/champion"]
     assert (al["version"], al["protected"], al["set_by"]) == (2, False, "admin")
 
     # A user may move an unprotected alias but not protect one.
@@ -215,7 +198,7 @@ def test_download_round_trip(cl, dirs, tmp_path):
 def test_failover_standby_serves(cl, dirs, tmp_path):
     assert cl.ctl("model", "alias", "set", "demo@prod", "2").returncode == 0
     rec = cl.ctl_json("model", "show", "demo@prod")
-    before = _range(cl, "/flywheel/models/demo/aliases/")["/flywheel/models/demo/aliases/prod"]
+    before = etcd_range(cl, "/flywheel/models/demo/aliases/")["/flywheel/models/demo/aliases/prod"]
     old = cl.leader()
     cl.kill(old, signal.SIGKILL)
     new = cl.wait_leader(20, not_name=old)

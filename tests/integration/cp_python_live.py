@@ -3,15 +3,11 @@ agents): submit, status, wait, logs(follow=True), tasks(), redirects from the st
 errors as exceptions, and python/examples/quickstart.ipynb executed with
 `jupyter nbconvert --to notebook --execute`."""
 
-import json
-import os
-import subprocess
-import sys
 import time
 
 import pytest
 
-from cp_harness import ROOT, cluster_fixture
+from cp_harness import cluster_fixture, execute_notebook
 
 from flywheel import Client, FlywheelError, JobFailed
 
@@ -93,17 +89,7 @@ def test_standby_redirects_to_leader(cl):
 
 
 def test_quickstart_notebook_executes(cl, tmp_path):
-    nb = os.path.join(ROOT, "python", "examples", "quickstart.ipynb")
-    out = tmp_path / "quickstart.out.ipynb"
-    env = dict(os.environ, **cl.env)
-    env["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "python"),
-                                         env.get("PYTHONPATH", "")])
-    p = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook",
-                        "--execute", "--ExecutePreprocessor.timeout=180", "--output",
-                        str(out), nb], capture_output=True, text=True, env=env, timeout=240,
-                       cwd=str(tmp_path))
-    assert p.returncode == 0, p.stdout + p.stderr
-    doc = json.loads(out.read_text())
+    doc = execute_notebook(cl, "quickstart", tmp_path, cell_timeout=180, timeout=240)
     text = ""
     for cell in doc["cells"]:
         for o in cell.get("outputs", []):

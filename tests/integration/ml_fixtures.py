@@ -9,14 +9,13 @@ made with the real engine, etcd reads, store paths and FWEMBED parsing.
 
 Only the Python standard library (numpy is optional in parse_fwembed)."""
 
-import base64
 import json
 import os
 import re
 import struct
 import subprocess
-import urllib.request
 
+import cp_harness
 from cp_harness import BUILD, ROOT
 
 SHARED = os.environ.get("FW_SHARED_DIR") or os.path.join(ROOT, "..", "shared")
@@ -113,21 +112,9 @@ def add_dataset(cl, path, name):
 
 
 def etcd_range(cl, prefix):
-    """Every key under prefix as {key: decoded JSON value}, straight from etcd."""
-    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    body = json.dumps({"key": base64.b64encode(prefix.encode()).decode(),
-                       "range_end": base64.b64encode(end.encode()).decode()}).encode()
-    url = "http://127.0.0.1:%d/v3/kv/range" % cl.state()["etcd"]["client"]
-    with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=10) as r:
-        doc = json.loads(r.read())
-    out = {}
-    for kv in doc.get("kvs", []):
-        raw = base64.b64decode(kv["value"])
-        try:
-            out[base64.b64decode(kv["key"]).decode()] = json.loads(raw)
-        except ValueError:
-            out[base64.b64decode(kv["key"]).decode()] = raw
-    return out
+    """Every key under prefix as {key: decoded JSON value, or raw bytes where the value
+    is not JSON}, straight from etcd."""
+    return cp_harness.etcd_range(cl, prefix, raw_fallback=True)
 
 
 def job_record(cl, jid):
