@@ -125,6 +125,11 @@ int ctl_call(ctl_t *c, fw_msg_t *req, fw_msg_t **reply);
 /* Parse the JSON `doc` field of a reply; NULL after printing an error. */
 json_t *ctl_reply_doc(ctl_t *c, const fw_msg_t *reply);
 
+/* ctl_call, then ctl_reply_doc: the reply's doc, or NULL after printing the
+ * error. Destroys *req. existing (may be NULL) receives the reply's
+ * "existing" flag. */
+json_t *ctl_call_doc(ctl_t *c, fw_msg_t **req, bool *existing);
+
 /* Blob transfer with the leader's artifact store (ctl_blob.c). The reader
  * fills buf with up to max bytes from offset off (*n; 0 or a negative fw_err
  * with a detail); the writer takes n bytes at off of a blob of `size` bytes

@@ -125,7 +125,7 @@ static int s_cmd_show(ctl_t *c) {
 
 static int s_drain(ctl_t *c, bool drain) {
     if (ctl_connect(c) < 0) return CTL_EXIT_ERROR;
-    fw_msg_t *req = ctl_request(c, FW_MSG_AGENT_DRAIN), *reply = NULL;
+    fw_msg_t *req = ctl_request(c, FW_MSG_AGENT_DRAIN);
     if (!req) return CTL_EXIT_ERROR;
     if (fw_msg_set_str(req, "agent_id", c->argv[0]) < 0) {
         fw_msg_destroy(&req);
@@ -137,11 +137,7 @@ static int s_drain(ctl_t *c, bool drain) {
         fw_msg_destroy(&req);
         return ctl_errorf(c, "--reason: %s", fw_err_detail());
     }
-    int rc = ctl_call(c, req, &reply);
-    fw_msg_destroy(&req);
-    if (rc < 0) return CTL_EXIT_ERROR;
-    json_t *doc = ctl_reply_doc(c, reply);
-    fw_msg_destroy(&reply);
+    json_t *doc = ctl_call_doc(c, &req, NULL);
     if (!doc) return CTL_EXIT_ERROR;
     if (c->output == CTL_OUT_JSON) ctl_print_json(doc);
     else printf("agent %s %s\n", c->argv[0], drain ? "drained: it takes no new tasks"

@@ -113,13 +113,9 @@ static void s_print_status(const json_t *doc) {
 
 static int s_status(ctl_t *c) {
     if (ctl_connect(c) < 0) return CTL_EXIT_ERROR;
-    fw_msg_t *req = ctl_request(c, FW_MSG_CLUSTER_STATUS), *reply = NULL;
+    fw_msg_t *req = ctl_request(c, FW_MSG_CLUSTER_STATUS);
     if (!req) return CTL_EXIT_ERROR;
-    int rc = ctl_call(c, req, &reply);
-    fw_msg_destroy(&req);
-    if (rc < 0) return CTL_EXIT_ERROR;
-    json_t *doc = ctl_reply_doc(c, reply);
-    fw_msg_destroy(&reply);
+    json_t *doc = ctl_call_doc(c, &req, NULL);
     if (!doc) return CTL_EXIT_ERROR;
     if (c->output == CTL_OUT_JSON) ctl_print_json(doc);
     else if (json_is_object(doc)) s_print_status(doc);

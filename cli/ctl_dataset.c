@@ -69,7 +69,7 @@ static int s_parse_ref(ctl_t *c, const char *ref, char *name, size_t size, uint6
 
 /* The version record of name[@ver]; NULL after printing the error. */
 static json_t *s_get(ctl_t *c, const char *name, uint64_t ver) {
-    fw_msg_t *req = ctl_request(c, FW_MSG_DATASET_GET), *reply = NULL;
+    fw_msg_t *req = ctl_request(c, FW_MSG_DATASET_GET);
     if (!req) return NULL;
     if (fw_msg_set_str(req, "name", name) < 0) {
         ctl_errorf(c, "dataset name '%s': %s", name, fw_err_detail());
@@ -77,12 +77,7 @@ static json_t *s_get(ctl_t *c, const char *name, uint64_t ver) {
         return NULL;
     }
     if (ver) fw_msg_set_uint(req, "version", ver);
-    int rc = ctl_call(c, req, &reply);
-    fw_msg_destroy(&req);
-    if (rc < 0) return NULL;
-    json_t *doc = ctl_reply_doc(c, reply);
-    fw_msg_destroy(&reply);
-    return doc;
+    return ctl_call_doc(c, &req, NULL);
 }
 
 static int s_file_read(void *arg, uint64_t off, void *buf, size_t max, size_t *n) {
@@ -107,7 +102,7 @@ static int s_upload(ctl_t *c, const char *path, const char *digest, uint64_t siz
  * *existing set; NULL after printing the error. */
 static json_t *s_register(ctl_t *c, const char *name, const char *digest, const char *report,
                           const char *parent, const char *lineage, bool *existing) {
-    fw_msg_t *req = ctl_request(c, FW_MSG_DATASET_REGISTER), *reply = NULL;
+    fw_msg_t *req = ctl_request(c, FW_MSG_DATASET_REGISTER);
     if (!req) return NULL;
     int rc = fw_msg_set_str(req, "name", name);
     if (rc == 0) rc = fw_msg_set_str(req, "digest", digest);
@@ -125,13 +120,7 @@ static json_t *s_register(ctl_t *c, const char *name, const char *digest, const 
         fw_msg_destroy(&req);
         return NULL;
     }
-    rc = ctl_call(c, req, &reply);
-    fw_msg_destroy(&req);
-    if (rc < 0) return NULL;
-    *existing = fw_msg_get_bool(reply, "existing");
-    json_t *doc = ctl_reply_doc(c, reply);
-    fw_msg_destroy(&reply);
-    return doc;
+    return ctl_call_doc(c, &req, existing);
 }
 
 /* Upload + register one ingested file. */
@@ -274,14 +263,10 @@ static void s_fill_name(fw_msg_t *req, void *arg) {
 static int s_cmd_list(ctl_t *c) {
     if (ctl_connect(c) < 0) return CTL_EXIT_ERROR;
     const char *name = c->argc > 0 ? c->argv[0] : NULL;
-    fw_msg_t *req = ctl_request(c, FW_MSG_DATASET_LIST), *reply = NULL;
+    fw_msg_t *req = ctl_request(c, FW_MSG_DATASET_LIST);
     if (!req) return CTL_EXIT_ERROR;
     s_fill_name(req, (void *)name);
-    int rc = ctl_call(c, req, &reply);
-    fw_msg_destroy(&req);
-    if (rc < 0) return CTL_EXIT_ERROR;
-    json_t *arr = ctl_reply_doc(c, reply);
-    fw_msg_destroy(&reply);
+    json_t *arr = ctl_call_doc(c, &req, NULL);
     if (!arr) return CTL_EXIT_ERROR;
     if (c->output == CTL_OUT_JSON) {
         ctl_print_json(arr);

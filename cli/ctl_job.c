@@ -387,7 +387,7 @@ static int s_cmd_show(ctl_t *c) {
 
 static int s_cmd_cancel(ctl_t *c) {
     if (ctl_connect(c) < 0) return CTL_EXIT_ERROR;
-    fw_msg_t *req = ctl_request(c, FW_MSG_JOB_CANCEL), *reply = NULL;
+    fw_msg_t *req = ctl_request(c, FW_MSG_JOB_CANCEL);
     if (!req) return CTL_EXIT_ERROR;
     if (fw_msg_set_str(req, "job_id", c->argv[0]) < 0) {
         fw_msg_destroy(&req);
@@ -398,11 +398,7 @@ static int s_cmd_cancel(ctl_t *c) {
         fw_msg_destroy(&req);
         return ctl_errorf(c, "--reason: %s", fw_err_detail());
     }
-    int rc = ctl_call(c, req, &reply);
-    fw_msg_destroy(&req);
-    if (rc < 0) return CTL_EXIT_ERROR;
-    json_t *doc = ctl_reply_doc(c, reply);
-    fw_msg_destroy(&reply);
+    json_t *doc = ctl_call_doc(c, &req, NULL);
     if (!doc) return CTL_EXIT_ERROR;
     if (c->output == CTL_OUT_JSON) ctl_print_json(doc);
     else printf("job %s cancelled (state %s)\n", c->argv[0],

@@ -232,7 +232,7 @@ static int s_cmd_show(ctl_t *c) {
     }
     if (!ref[0]) return (ctl_errorf(c, "lineage show: REF is empty"), CTL_EXIT_USAGE);
     if (ctl_connect(c) < 0) return CTL_EXIT_ERROR;
-    fw_msg_t *req = ctl_request(c, FW_MSG_LINEAGE_GET), *reply = NULL;
+    fw_msg_t *req = ctl_request(c, FW_MSG_LINEAGE_GET);
     if (!req) return CTL_EXIT_ERROR;
     int rc = fw_msg_set_str(req, "ref", ref);
     if (rc == 0 && ds) rc = fw_msg_set_uint(req, "depth", depth);
@@ -240,11 +240,7 @@ static int s_cmd_show(ctl_t *c) {
         fw_msg_destroy(&req);
         return ctl_errorf(c, "lineage %s: %s", ref, fw_err_detail());
     }
-    rc = ctl_call(c, req, &reply);
-    fw_msg_destroy(&req);
-    if (rc < 0) return CTL_EXIT_ERROR;
-    json_t *doc = ctl_reply_doc(c, reply);
-    fw_msg_destroy(&reply);
+    json_t *doc = ctl_call_doc(c, &req, NULL);
     if (!doc) return CTL_EXIT_ERROR;
     if (!json_is_object(doc) || !json_is_array(json_object_get(doc, "nodes")) ||
         !json_is_array(json_object_get(doc, "edges"))) {

@@ -254,6 +254,17 @@ json_t *ctl_reply_doc(ctl_t *c, const fw_msg_t *reply) {
     return doc;
 }
 
+json_t *ctl_call_doc(ctl_t *c, fw_msg_t **req, bool *existing) {
+    fw_msg_t *reply = NULL;
+    int rc = ctl_call(c, *req, &reply);
+    fw_msg_destroy(req);
+    if (rc < 0) return NULL;
+    if (existing) *existing = fw_msg_get_bool(reply, "existing");
+    json_t *doc = ctl_reply_doc(c, reply);
+    fw_msg_destroy(&reply);
+    return doc;
+}
+
 json_t *ctl_list_all(ctl_t *c, int msg_id, void (*fill)(fw_msg_t *req, void *arg), void *arg,
                      int *err) {
     json_t *all = json_array();

@@ -95,7 +95,7 @@ static int s_parse_ref(ctl_t *c, const char *text, s_ref *r) {
 
 /* The version record a reference names; NULL after printing the error. */
 static json_t *s_get(ctl_t *c, const s_ref *r) {
-    fw_msg_t *req = ctl_request(c, FW_MSG_MODEL_GET), *reply = NULL;
+    fw_msg_t *req = ctl_request(c, FW_MSG_MODEL_GET);
     if (!req) return NULL;
     int rc = fw_msg_set_str(req, "name", r->name);
     if (rc == 0 && r->version) rc = fw_msg_set_uint(req, "version", r->version);
@@ -105,12 +105,7 @@ static json_t *s_get(ctl_t *c, const s_ref *r) {
         fw_msg_destroy(&req);
         return NULL;
     }
-    rc = ctl_call(c, req, &reply);
-    fw_msg_destroy(&req);
-    if (rc < 0) return NULL;
-    json_t *doc = ctl_reply_doc(c, reply);
-    fw_msg_destroy(&reply);
-    return doc;
+    return ctl_call_doc(c, &req, NULL);
 }
 
 json_t *ctl_model_get(ctl_t *c, const char *ref) {
@@ -306,19 +301,14 @@ done:
 }
 
 static json_t *s_list_call(ctl_t *c, const char *name) {
-    fw_msg_t *req = ctl_request(c, FW_MSG_MODEL_LIST), *reply = NULL;
+    fw_msg_t *req = ctl_request(c, FW_MSG_MODEL_LIST);
     if (!req) return NULL;
     if (name && fw_msg_set_str(req, "name", name) < 0) {
         ctl_errorf(c, "model name '%s': %s", name, fw_err_detail());
         fw_msg_destroy(&req);
         return NULL;
     }
-    int rc = ctl_call(c, req, &reply);
-    fw_msg_destroy(&req);
-    if (rc < 0) return NULL;
-    json_t *arr = ctl_reply_doc(c, reply);
-    fw_msg_destroy(&reply);
-    return arr;
+    return ctl_call_doc(c, &req, NULL);
 }
 
 /* `model list` (name NULL: latest of each) and `model versions NAME`. */
