@@ -42,6 +42,7 @@
  * way out when models grow. */
 #include "agent_ml.h"
 
+#include "fw_embedfile.h"
 #include "fw_err.h"
 #include "fw_file.h"
 #include "fw_log.h"
@@ -484,24 +485,17 @@ static void s_on_line(agent_task_t *t, json_t *o, void *ctx) {
 static int s_rebase_rows(const char *path, uint64_t offset, uint64_t *rows_out, uint32_t *dim_out) {
     FILE *f = fopen(path, "r+b");
     if (!f) return fw_err_set(FW_EIO, "%s: %s", path, strerror(errno));
-    unsigned char h[32];
+    unsigned char h[FW_EMBED_HDR];
     int rc = 0;
-    uint64_t rows = 0, data_off = 0;
-    uint32_t version = 0, dim = 0;
+    fw_embed_hdr eh;
+    uint64_t rows = 0;
     uint64_t *ids = NULL;
     if (fread(h, 1, sizeof h, f) != sizeof h) {
         rc = fw_err_set(FW_ECORRUPT, "%s: shorter than the FWEMBED header", path);
         goto out;
     }
-    memcpy(&version, h + 8, 4);
-    memcpy(&dim, h + 12, 4);
-    memcpy(&rows, h + 16, 8);
-    memcpy(&data_off, h + 24, 8);
-    if (memcmp(h, "FWEMBED\0", 8) != 0 || version != 1 || rows > (1ull << 40) ||
-        data_off != 32 + 8 * rows) {
-        rc = fw_err_set(FW_ECORRUPT, "%s: not an FWEMBED v1 file", path);
-        goto out;
-    }
+    if ((rc = fw_embed_hdr_read(h, 0, path, &eh)) < 0) goto out;
+    rows = eh.rows;
     if (rows && !(ids = malloc(rows * 8))) {
         rc = fw_err_set(FW_ENOMEM, "%s: out of memory for %" PRIu64 " row ids", path, rows);
         goto out;
@@ -511,10 +505,10 @@ static int s_rebase_rows(const char *path, uint64_t offset, uint64_t *rows_out, 
         goto out;
     }
     for (uint64_t i = 0; i < rows; i++) ids[i] += offset; /* little-endian hosts only */
-    if (rows && (fseek(f, 32, SEEK_SET) != 0 || fwrite(ids, 8, rows, f) != rows))
+    if (rows && (fseek(f, FW_EMBED_HDR, SEEK_SET) != 0 || fwrite(ids, 8, rows, f) != rows))
         rc = fw_err_set(FW_EIO, "%s: rewriting row ids: %s", path, strerror(errno));
     *rows_out = rows;
-    *dim_out = dim;
+    *dim_out = eh.dim;
 out:
     free(ids);
     if (fclose(f) != 0 && rc == 0) rc = fw_err_set(FW_EIO, "%s: %s", path, strerror(errno));

@@ -42,6 +42,7 @@
 #include "coord_records.h"
 
 #include "fw_digest.h"
+#include "fw_embedfile.h"
 #include "fw_err.h"
 #include "fw_evalstats.h"
 #include "fw_log.h"
@@ -61,8 +62,6 @@
 #endif
 
 #define S_CURVE_MAX   1000 /* points kept; halved by dropping every other one */
-#define S_EMBED_MAGIC "FWEMBED\0"
-#define S_EMBED_HDR   32
 
 static bool s_is_ml(const char *kind) {
     return strcmp(kind, "finetune") == 0 || strcmp(kind, "embed") == 0 ||
@@ -369,9 +368,11 @@ static int s_fin_embed(coord_t *c, coord_job_t *j, fw_store *st) {
     int rc = 0;
     char **bufs = calloc(j->ntasks, sizeof *bufs);
     size_t *lens = calloc(j->ntasks, sizeof *lens);
-    if (!bufs || !lens) {
+    uint64_t *srows = calloc(j->ntasks, sizeof *srows);
+    if (!bufs || !lens || !srows) {
         free(bufs);
         free(lens);
+        free(srows);
         return fw_err_set(FW_ENOMEM, "out of memory");
     }
     for (uint32_t i = 0; i < j->ntasks && rc == 0; i++) {
@@ -385,46 +386,36 @@ static int s_fin_embed(coord_t *c, coord_job_t *j, fw_store *st) {
         if (rc < 0) fw_err_set(rc, "shard %u's matrix %s: %s", i, d ? d : "?", fw_err_detail());
         json_decref(r);
         if (rc < 0) break;
-        uint32_t sdim;
-        uint64_t srows;
-        if (lens[i] < S_EMBED_HDR || memcmp(bufs[i], S_EMBED_MAGIC, 8) != 0) {
-            rc = fw_err_set(FW_ECORRUPT, "shard %u's matrix: not an FWEMBED file", i);
+        char what[48];
+        snprintf(what, sizeof what, "shard %u's matrix", i);
+        fw_embed_hdr eh;
+        if (lens[i] < FW_EMBED_HDR) {
+            rc = fw_err_set(FW_ECORRUPT, "%s: shorter than the FWEMBED header", what);
             break;
         }
-        memcpy(&sdim, bufs[i] + 12, 4);
-        memcpy(&srows, bufs[i] + 16, 8);
-        if (lens[i] != S_EMBED_HDR + srows * 8 + srows * sdim * 4 || (dim && sdim != dim)) {
-            rc = fw_err_set(FW_ECORRUPT, "shard %u's matrix: %" PRIu64 " rows x %u does not "
-                            "match its size or the other shards' width %" PRIu64, i, srows, sdim,
+        if ((rc = fw_embed_hdr_read((const unsigned char *)bufs[i], lens[i], what, &eh)) < 0)
+            break;
+        if (dim && eh.dim != dim) {
+            rc = fw_err_set(FW_ECORRUPT, "%s: %u wide, the other shards %" PRIu64, what, eh.dim,
                             dim);
             break;
         }
-        dim = sdim;
-        rows += srows;
+        srows[i] = eh.rows;
+        dim = eh.dim;
+        rows += eh.rows;
     }
     fw_store_writer *w = rc == 0 ? fw_store_writer_new(st) : NULL;
     if (rc == 0 && !w) rc = fw_err_set(FW_EIO, "artifact store: %s", fw_err_detail());
     if (rc == 0) {
-        unsigned char hdr[S_EMBED_HDR];
-        uint32_t ver = 1, d32 = (uint32_t)dim;
-        uint64_t off = S_EMBED_HDR + 8 * rows;
-        memcpy(hdr, S_EMBED_MAGIC, 8);
-        memcpy(hdr + 8, &ver, 4);
-        memcpy(hdr + 12, &d32, 4);
-        memcpy(hdr + 16, &rows, 8);
-        memcpy(hdr + 24, &off, 8);
+        unsigned char hdr[FW_EMBED_HDR];
+        fw_embed_hdr_write(hdr, (uint32_t)dim, rows);
         rc = fw_store_writer_write(w, hdr, sizeof hdr);
         /* Row ids of every shard (in shard order = dataset order), then the vectors. */
-        for (uint32_t i = 0; i < j->ntasks && rc == 0; i++) {
-            uint64_t srows;
-            memcpy(&srows, bufs[i] + 16, 8);
-            rc = fw_store_writer_write(w, bufs[i] + S_EMBED_HDR, srows * 8);
-        }
-        for (uint32_t i = 0; i < j->ntasks && rc == 0; i++) {
-            uint64_t srows;
-            memcpy(&srows, bufs[i] + 16, 8);
-            rc = fw_store_writer_write(w, bufs[i] + S_EMBED_HDR + srows * 8, srows * dim * 4);
-        }
+        for (uint32_t i = 0; i < j->ntasks && rc == 0; i++)
+            rc = fw_store_writer_write(w, bufs[i] + FW_EMBED_HDR, srows[i] * 8);
+        for (uint32_t i = 0; i < j->ntasks && rc == 0; i++)
+            rc = fw_store_writer_write(w, bufs[i] + FW_EMBED_HDR + srows[i] * 8,
+                                       srows[i] * dim * 4);
         char digest[FW_DIGEST_STR_SIZE];
         if (rc == 0) rc = fw_store_writer_commit(&w, NULL, digest);
         else fw_store_writer_abort(&w);
@@ -442,6 +433,7 @@ static int s_fin_embed(coord_t *c, coord_job_t *j, fw_store *st) {
     for (uint32_t i = 0; i < j->ntasks; i++) free(bufs[i]);
     free(bufs);
     free(lens);
+    free(srows);
     return rc;
 }
 

@@ -29,15 +29,13 @@
  * no file behind rather than a short one. */
 #include "cli.h"
 
+#include "fw_embedfile.h"
 #include "fw_err.h"
 #include "fw_file.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#define S_EMBED_MAGIC   "FWEMBED\0"
-#define S_EMBED_VERSION 1u
-#define S_EMBED_HDR     32
 
 static const fw_cli_opt s_embed_opts[] = {
     {"model", FW_OPT_STR, 1, NULL, 0, 0, "DIR", "model directory"},
@@ -51,21 +49,10 @@ static const fw_cli_opt s_embed_opts[] = {
     {"device", FW_OPT_STR, 0, "cpu", 0, 0, "DEV", "cpu (or cuda[:N] when built in)"},
     {NULL, 0, 0, NULL, 0, 0, NULL, NULL}};
 
-static void s_put32(unsigned char *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-static void s_put64(unsigned char *p, uint64_t v) {
-    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-
 static int s_write_matrix(const char *path, const uint64_t *ids, const float *data, size_t rows,
                           int dim) {
-    unsigned char hdr[S_EMBED_HDR] = {0};
-    memcpy(hdr, S_EMBED_MAGIC, 8);
-    s_put32(hdr + 8, S_EMBED_VERSION);
-    s_put32(hdr + 12, (uint32_t)dim);
-    s_put64(hdr + 16, rows);
-    s_put64(hdr + 24, S_EMBED_HDR + 8 * (uint64_t)rows);
+    unsigned char hdr[FW_EMBED_HDR];
+    fw_embed_hdr_write(hdr, (uint32_t)dim, rows);
     fw_err_clear();
     fw_file_atomic *w = fw_file_atomic_open(path, 0644);
     if (!w) return fw_cli_fail("--out %s: %s", path, fw_err_detail());
