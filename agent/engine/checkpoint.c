@@ -133,7 +133,13 @@ static void s_read_state(const s_ckpt_header *h, fw_train_state *st) {
 }
 
 int fw_checkpoint_save(const char *path, const fw_model *m, const fw_train_state *st) {
-    if (!path || !m || !st) return fw_err_set(FW_EINVAL, "checkpoint save: NULL argument");
+    return fw_checkpoint_save_opt(path, m, st, NULL, NULL);
+}
+
+int fw_checkpoint_save_opt(const char *path, const fw_model *m, const fw_train_state *st,
+                           const float *mom1, const float *mom2) {
+    if (!path || !m || !st || !mom1 != !mom2)
+        return fw_err_set(FW_EINVAL, "checkpoint save: NULL argument");
     size_t np = fw_model_num_params(m);
     s_ckpt_header h;
     s_fill_header(&h, fw_model_config_get(m), np, st);
@@ -155,14 +161,15 @@ int fw_checkpoint_save(const char *path, const fw_model *m, const fw_train_state
         hash = s_hash(hash, a, np * sizeof(float));
         rc = fw_file_atomic_write(w, a, np * sizeof(float));
     }
-    if (rc == 0) rc = fw_model_read_opt_state(m, a, b);
+    if (rc == 0 && !mom1) rc = fw_model_read_opt_state(m, a, b);
+    const float *m1 = mom1 ? mom1 : a, *m2 = mom2 ? mom2 : b;
     if (rc == 0) {
-        hash = s_hash(hash, a, np * sizeof(float));
-        rc = fw_file_atomic_write(w, a, np * sizeof(float));
+        hash = s_hash(hash, m1, np * sizeof(float));
+        rc = fw_file_atomic_write(w, m1, np * sizeof(float));
     }
     if (rc == 0) {
-        hash = s_hash(hash, b, np * sizeof(float));
-        rc = fw_file_atomic_write(w, b, np * sizeof(float));
+        hash = s_hash(hash, m2, np * sizeof(float));
+        rc = fw_file_atomic_write(w, m2, np * sizeof(float));
     }
     if (rc == 0) rc = fw_file_atomic_write(w, &hash, sizeof hash);
     free(a);

@@ -36,6 +36,10 @@ typedef struct {
 
 /* Write m (parameters and AdamW state) and *st to path atomically. */
 int fw_checkpoint_save(const char *path, const fw_model *m, const fw_train_state *st);
+/* The same with AdamW's moments given (full-size arrays) instead of read
+ * from m: a sharded optimizer's state, assembled from every rank. */
+int fw_checkpoint_save_opt(const char *path, const fw_model *m, const fw_train_state *st,
+                           const float *mom1, const float *mom2);
 
 /* Validate path completely (magic, version, sizes, checksum, config equal to
  * m's) and only then install its parameters and AdamW state into m and fill

@@ -87,6 +87,12 @@ static const fw_cli_opt s_train_opts[] = {
     {"collective", FW_OPT_STR, 0, NULL, 0, 0, "ring|single|nccl",
      "all-reduce backend (default: single for 1 rank, ring otherwise)"},
     {"rendezvous-timeout", FW_OPT_INT, 0, "60000", 1, 3600000, "MS", "wait this long for peers"},
+    {"grad-sync", FW_OPT_STR, 0, "auto", 0, 0, "auto|layers|whole",
+     "all-reduce gradients layer by layer during backward (overlaps it on nccl) or once after it; "
+     "auto: layers on nccl, whole on ring"},
+    {"zero", FW_OPT_INT, 0, "0", 0, 1, "0|1",
+     "1: ZeRO-1, each rank keeps AdamW state for 1/world of the parameters (reduce-scatter, "
+     "step, all-gather)"},
     {NULL, 0, 0, NULL, 0, 0, NULL, NULL}};
 
 /* Everything one run holds; freed in one place. */
@@ -206,6 +212,67 @@ static int s_allreduce(s_run *r, float *buf, size_t n, const char *what) {
     return 0;
 }
 
+/* fw_grad_sync callbacks (--grad-sync layers): each bucket of gradients
+ * goes to the collective as backward finishes it. */
+static int s_bucket_ready(void *ctx, const size_t *offs, const size_t *lens, int n, void *stream) {
+    s_run *r = ctx;
+    size_t ng;
+    float *grads = fw_model_grads(r->m, &ng);
+    return grads ? fw_coll_allreduce_ranges(r->coll, grads, offs, lens, n, stream) : FW_ENOMEM;
+}
+
+static int s_bucket_finish(void *ctx, void *stream) {
+    return fw_coll_sync_wait(((s_run *)ctx)->coll, stream);
+}
+
+/* ZeRO-1 step: reduce-scatter the gradients, clip by the global norm (the
+ * ranks' sums of squares all-reduced), AdamW on this rank's part, all-gather
+ * the parameters. n_global == 0 skips the update but not the collectives'
+ * order, which every rank must keep. */
+static int s_zero_step(s_run *r, const fw_adamw *opt, int64_t step, int update, float *norm) {
+    size_t ng, off, len;
+    float *grads = fw_model_grads(r->m, &ng);
+    if (!grads) return fw_cli_fail("gradients: %s", fw_err_detail());
+    fw_coll_shard(r->coll, ng, &off, &len);
+    double ss = 0;
+    fw_err_clear();
+    if (fw_coll_reduce_scatter_sum(r->coll, grads, ng) != 0)
+        return fw_cli_fail("reduce-scatter of the gradients: %s", fw_err_detail());
+    if (fw_model_grad_sumsq(r->m, off, len, &ss) != 0)
+        return fw_cli_fail("gradient norm: %s", fw_err_detail());
+    float ssf = (float)ss;
+    if (s_allreduce(r, &ssf, 1, "gradient norm") != 0) return -1;
+    *norm = sqrtf(ssf);
+    if (update && fw_model_step_adamw_norm(r->m, opt, step, *norm) != 0)
+        return fw_cli_fail("optimizer step %lld: %s", (long long)step, fw_err_detail());
+    float *params = fw_model_params(r->m, &ng);
+    if (fw_coll_allgather(r->coll, params, ng) != 0)
+        return fw_cli_fail("all-gather of the parameters: %s", fw_err_detail());
+    return 0;
+}
+
+/* A checkpoint of a sharded optimizer: every rank contributes its part of
+ * the AdamW state (zeros elsewhere) and the sum is the whole state, which
+ * rank 0 writes: the file is the same as an unsharded run's. */
+static int s_save_sharded(s_run *r, const char *path, const fw_train_state *st) {
+    size_t np = fw_model_num_params(r->m);
+    float *m1 = malloc(np * sizeof(float)), *m2 = malloc(np * sizeof(float));
+    int rc = -1;
+    fw_err_clear();
+    if (!m1 || !m2)
+        fw_cli_fail("checkpoint: out of memory for %zu parameters of AdamW state", np);
+    else if (fw_model_read_opt_state(r->m, m1, m2) != 0)
+        fw_cli_fail("checkpoint: AdamW state: %s", fw_err_detail());
+    else if (s_allreduce(r, m1, np, "AdamW state") == 0 &&
+             s_allreduce(r, m2, np, "AdamW state") == 0)
+        rc = fw_coll_rank(r->coll) == 0 && fw_checkpoint_save_opt(path, r->m, st, m1, m2) != 0
+                 ? fw_cli_fail("checkpoint %s: %s", path, fw_err_detail())
+                 : 0;
+    free(m1);
+    free(m2);
+    return rc;
+}
+
 static int s_eval(s_run *r, const char *path, int B, int T, int64_t step) {
     fw_cli_text_eval ev;
     int64_t t0 = fw_mono_ns();
@@ -231,6 +298,8 @@ static int s_train_run(const fw_cli_args *a) {
     int rank = (int)fw_cli_int(a, "rank"), world = (int)fw_cli_int(a, "world-size");
     const char *backend = fw_cli_str(a, "collective");
     if (!backend) backend = world == 1 ? "single" : "ring";
+    const char *gsync = fw_cli_str(a, "grad-sync");
+    int zero = (int)fw_cli_int(a, "zero") && world > 1;
 
     /* ---- usage checks that need more than one option ---- */
     if (rank >= world) {
@@ -248,6 +317,16 @@ static int s_train_run(const fw_cli_args *a) {
         fw_cli_fail("--world-size %d needs --rendezvous tcp://HOST:PORT", world);
         return FW_CLI_EXIT_USAGE;
     }
+    if (strcmp(gsync, "auto") != 0 && strcmp(gsync, "layers") != 0 &&
+        strcmp(gsync, "whole") != 0) {
+        fw_cli_fail("--grad-sync %s: expected auto, layers or whole", gsync);
+        return FW_CLI_EXIT_USAGE;
+    }
+    /* ZeRO reduce-scatters once after backward; per-layer all-reduce would
+     * be the other half of the same traffic. */
+    int layers = world > 1 && !zero &&
+                 (strcmp(gsync, "layers") == 0 ||
+                  (strcmp(gsync, "auto") == 0 && strcmp(backend, "nccl") == 0));
     if (ck_every > 0 && !ckdir) {
         fw_cli_fail("--checkpoint-every needs --checkpoint-dir");
         return FW_CLI_EXIT_USAGE;
@@ -345,6 +424,16 @@ static int s_train_run(const fw_cli_args *a) {
         fw_cli_fail("--collective %s (rank %d of %d): %s", backend, rank, world, fw_err_detail());
         goto done;
     }
+    if (zero) {
+        size_t off, len;
+        fw_coll_shard(r.coll, fw_model_num_params(r.m), &off, &len);
+        fw_err_clear();
+        if (fw_model_shard_optimizer(r.m, off, len) != 0) {
+            fw_cli_fail("--zero 1: %s", fw_err_detail());
+            goto done;
+        }
+    }
+    fw_grad_sync sync = {.ready = s_bucket_ready, .finish = s_bucket_finish, .ctx = &r};
 
     size_t bt = (size_t)B * (size_t)T;
     r.in = malloc((size_t)K * bt * sizeof *r.in);
@@ -386,9 +475,15 @@ static int s_train_run(const fw_cli_args *a) {
         double loss_local = 0;
         if (n_global > 0) {
             for (int k = 0; k < K; k++) {
+                /* The last micro-batch's backward syncs bucket by bucket
+                 * (--grad-sync layers), even when it has no targets: every
+                 * rank must make the same collective calls. */
+                const fw_grad_sync *gs = layers && k == K - 1 ? &sync : NULL;
                 if (fw_model_forward(r.m, r.in + (size_t)k * bt, r.tg + (size_t)k * bt, B, T,
                                      &r.mb_loss[k]) != 0 ||
-                    (r.mb_n[k] > 0 && fw_model_backward(r.m, 1.0f / n_global) != 0)) {
+                    ((r.mb_n[k] > 0 || gs) &&
+                     fw_model_backward_sync(r.m, r.mb_n[k] > 0 ? 1.0f / n_global : 0.0f, gs) !=
+                         0)) {
                     fw_cli_fail("step %lld: %s", (long long)step + 1, fw_err_detail());
                     goto done;
                 }
@@ -401,13 +496,16 @@ static int s_train_run(const fw_cli_args *a) {
             fw_cli_fail("gradients: %s", fw_err_detail());
             goto done;
         }
-        if (s_allreduce(&r, grads, ng, "gradients") != 0) goto done;
+        if (!zero && !(layers && n_global > 0) && s_allreduce(&r, grads, ng, "gradients") != 0)
+            goto done;
         float loss_sum = (float)loss_local;
         if (s_allreduce(&r, &loss_sum, 1, "loss") != 0) goto done;
         fw_adamw opt = st.opt;
         opt.lr = fw_lr_at(step, st.opt.lr, st.warmup_steps, steps, st.min_lr_frac);
         float norm = 0;
-        if (n_global > 0 && fw_model_step_adamw(r.m, &opt, step + 1, &norm) != 0) {
+        if (zero) {
+            if (s_zero_step(&r, &opt, step + 1, n_global > 0, &norm) != 0) goto done;
+        } else if (n_global > 0 && fw_model_step_adamw(r.m, &opt, step + 1, &norm) != 0) {
             fw_cli_fail("optimizer step %lld: %s", (long long)step + 1, fw_err_detail());
             goto done;
         }
@@ -434,20 +532,21 @@ static int s_train_run(const fw_cli_args *a) {
         st.loader = fw_loader_get_state(r.loader);
         int last = st.step == steps;
         if (ckdir && ((ck_every > 0 && st.step % ck_every == 0) || last)) {
-            if (rank == 0) {
-                if (fw_file_mkdirs(ckdir, 0755) != 0) {
-                    fw_cli_fail("--checkpoint-dir %s: %s", ckdir, fw_err_detail());
-                    goto done;
-                }
-                s_ckpt_path(ckpath, sizeof ckpath, ckdir, st.step);
-                fw_err_clear();
-                if (fw_checkpoint_save(ckpath, r.m, &st) != 0) {
-                    fw_cli_fail("checkpoint %s: %s", ckpath, fw_err_detail());
-                    goto done;
-                }
+            s_ckpt_path(ckpath, sizeof ckpath, ckdir, st.step);
+            if (rank == 0 && fw_file_mkdirs(ckdir, 0755) != 0) {
+                fw_cli_fail("--checkpoint-dir %s: %s", ckdir, fw_err_detail());
+                goto done;
+            }
+            fw_err_clear();
+            if (zero) {
+                if (s_save_sharded(&r, ckpath, &st) != 0) goto done;
+            } else if (rank == 0 && fw_checkpoint_save(ckpath, r.m, &st) != 0) {
+                fw_cli_fail("checkpoint %s: %s", ckpath, fw_err_detail());
+                goto done;
+            }
+            if (rank == 0)
                 fw_cli_emit(json_pack("{s:I, s:s}", "step", (json_int_t)st.step, "checkpoint",
                                       ckpath));
-            }
             /* Nobody runs ahead of a checkpoint that is not on disk yet: a
              * rank that fails right after can still resume from it. */
             if (world > 1 && fw_coll_barrier(r.coll) != 0) {

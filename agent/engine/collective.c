@@ -98,6 +98,8 @@ enum {
     S_OP_ALLREDUCE = 4,
     S_OP_BROADCAST = 5,
     S_OP_BARRIER = 6,
+    S_OP_RSCATTER = 7,
+    S_OP_AGATHER = 8,
 };
 
 typedef struct {
@@ -142,6 +144,10 @@ static const char *s_op_name(int op) {
         return "broadcast";
     case S_OP_BARRIER:
         return "barrier";
+    case S_OP_RSCATTER:
+        return "reduce-scatter";
+    case S_OP_AGATHER:
+        return "all-gather";
     }
     return "unknown";
 }
@@ -741,23 +747,28 @@ static int s_step(fw_coll *c, const s_call *k, float *buf, size_t slo, size_t sn
     return 0;
 }
 
+/* The two phases of the ring all-reduce (header comment). After the
+ * reduce-scatter rank r holds the finished segment (r+1) mod w, which is the
+ * first one it sends in the all-gather. */
+static int s_ring_phase(fw_coll *c, const s_call *k, float *buf, size_t n, int gather) {
+    int w = c->world, r = c->rank, rc = 0;
+    for (int s = 0; s < w - 1 && !rc; s++) {
+        int sj = ((r + gather - s) % w + w) % w, rj = ((r + gather - s - 1) % w + w) % w;
+        size_t slo = s_seg_lo(n, w, sj), rlo = s_seg_lo(n, w, rj);
+        rc = s_step(c, k, buf, slo, s_seg_lo(n, w, sj + 1) - slo, rlo,
+                    s_seg_lo(n, w, rj + 1) - rlo, !gather);
+    }
+    return rc;
+}
+
+/* op S_OP_ALLREDUCE / S_OP_BARRIER: both phases; S_OP_RSCATTER or
+ * S_OP_AGATHER: that phase alone. */
 static int s_ring_allreduce(fw_coll *c, float *buf, size_t n, int op) {
     s_call k;
     int rc = s_begin(c, &k, op, 0, n);
     if (rc) return rc;
-    int w = c->world, r = c->rank;
-    for (int s = 0; s < w - 1 && !rc; s++) {
-        int sj = ((r - s) % w + w) % w, rj = ((r - s - 1) % w + w) % w;
-        size_t slo = s_seg_lo(n, w, sj), rlo = s_seg_lo(n, w, rj);
-        rc = s_step(c, &k, buf, slo, s_seg_lo(n, w, sj + 1) - slo, rlo,
-                    s_seg_lo(n, w, rj + 1) - rlo, 1);
-    }
-    for (int s = 0; s < w - 1 && !rc; s++) {
-        int sj = ((r + 1 - s) % w + w) % w, rj = ((r - s) % w + w) % w;
-        size_t slo = s_seg_lo(n, w, sj), rlo = s_seg_lo(n, w, rj);
-        rc = s_step(c, &k, buf, slo, s_seg_lo(n, w, sj + 1) - slo, rlo,
-                    s_seg_lo(n, w, rj + 1) - rlo, 0);
-    }
+    if (op != S_OP_AGATHER) rc = s_ring_phase(c, &k, buf, n, 0);
+    if (!rc && op != S_OP_RSCATTER) rc = s_ring_phase(c, &k, buf, n, 1);
     return rc ? s_fail(c, &k, rc) : 0;
 }
 
@@ -843,4 +854,64 @@ int fw_coll_barrier(fw_coll *c) {
     if (!c) return fw_err_set(FW_EINVAL, "barrier: NULL group");
     if (c->kind == S_SINGLE || c->world == 1) return 0;
     return s_ring_barrier(c);
+}
+
+/* ---- sharding and bucketed sync --------------------------------------- */
+
+void fw_coll_shard(const fw_coll *c, size_t n, size_t *off, size_t *len) {
+    if (!c || c->kind == S_SINGLE || c->world == 1) {
+        *off = 0, *len = n;
+        return;
+    }
+    if (c->nccl) {
+        fw_nccl_shard(c->nccl, n, off, len);
+        return;
+    }
+    int j = (c->rank + 1) % c->world; /* the segment the reduce-scatter finishes here */
+    *off = s_seg_lo(n, c->world, j);
+    *len = s_seg_lo(n, c->world, j + 1) - *off;
+}
+
+/* The nccl backend shards device buffers only: its partition is not the
+ * ring's, so a host buffer sharded through it would land in the wrong part. */
+static int s_shard_call(fw_coll *c, const float *buf, size_t n, const char *what) {
+    if (!c || (!buf && n)) return fw_err_set(FW_EINVAL, "%s: NULL group or buffer", what);
+    if (c->nccl && !fw_nccl_is_device(buf))
+        return fw_err_set(FW_EINVAL, "%s: the nccl backend shards device buffers, %p is host memory",
+                          what, (const void *)buf);
+    return 0;
+}
+
+int fw_coll_reduce_scatter_sum(fw_coll *c, float *buf, size_t n) {
+    int rc = s_shard_call(c, buf, n, "reduce-scatter");
+    if (rc) return rc;
+    if (c->nccl) return fw_nccl_reduce_scatter_sum(c->nccl, buf, n);
+    if (c->kind == S_SINGLE || c->world == 1 || n == 0) return 0;
+    return s_ring_allreduce(c, buf, n, S_OP_RSCATTER);
+}
+
+int fw_coll_allgather(fw_coll *c, float *buf, size_t n) {
+    int rc = s_shard_call(c, buf, n, "all-gather");
+    if (rc) return rc;
+    if (c->nccl) return fw_nccl_allgather(c->nccl, buf, n);
+    if (c->kind == S_SINGLE || c->world == 1 || n == 0) return 0;
+    return s_ring_allreduce(c, buf, n, S_OP_AGATHER);
+}
+
+int fw_coll_allreduce_ranges(fw_coll *c, float *base, const size_t *offs, const size_t *lens,
+                             int k, void *stream) {
+    if (!c || !base || k < 0 || (k && (!offs || !lens)))
+        return fw_err_set(FW_EINVAL, "allreduce ranges: NULL group, buffer or ranges");
+    if (c->nccl && fw_nccl_is_device(base))
+        return fw_nccl_allreduce_ranges_async(c->nccl, base, offs, lens, k, stream);
+    for (int i = 0; i < k; i++) {
+        int rc = fw_coll_allreduce_sum(c, base + offs[i], lens[i]);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+int fw_coll_sync_wait(fw_coll *c, void *stream) {
+    if (!c) return fw_err_set(FW_EINVAL, "sync wait: NULL group");
+    return c->nccl ? fw_nccl_wait_on(c->nccl, stream) : 0;
 }

@@ -34,4 +34,29 @@ int fw_coll_allreduce_sum(fw_coll *c, float *buf, size_t n);
 int fw_coll_broadcast(fw_coll *c, void *buf, size_t bytes, int root);
 int fw_coll_barrier(fw_coll *c);
 
+/* ---- sharded data parallel (ZeRO-1) and bucketed gradient sync ---------
+ *
+ * fw_coll_shard names the part [*off, *off + *len) of an n-float buffer this
+ * rank owns: the parts of all ranks are disjoint and cover [0, n). After
+ * fw_coll_reduce_scatter_sum the owned part holds the sum over ranks (the
+ * rest of buf is unspecified); fw_coll_allgather copies every rank's owned
+ * part to every rank. reduce-scatter + all-gather = all-reduce, which is how
+ * the ring computes it, so ZeRO-1 moves no more bytes than plain data
+ * parallel. "ring" and "single" shard host buffers, "nccl" device buffers
+ * (the partitions differ: see collective.c and collective_nccl.c). */
+void fw_coll_shard(const fw_coll *c, size_t n, size_t *off, size_t *len);
+int fw_coll_reduce_scatter_sum(fw_coll *c, float *buf, size_t n);
+int fw_coll_allgather(fw_coll *c, float *buf, size_t n);
+
+/* In-place sum across ranks of k ranges of base (float offsets and
+ * lengths). Device buffers on "nccl" are reduced ASYNCHRONOUSLY: the
+ * reduction starts once the work queued so far on `stream` (a
+ * cudaStream_t, 0 for the legacy default stream) has run, on a stream of
+ * its own, and fw_coll_sync_wait makes later work on `stream` wait for it.
+ * Host buffers are reduced before the call returns. This is the gradient
+ * bucket hook of fw_model_backward_sync (engine.h). */
+int fw_coll_allreduce_ranges(fw_coll *c, float *base, const size_t *offs, const size_t *lens,
+                             int k, void *stream);
+int fw_coll_sync_wait(fw_coll *c, void *stream);
+
 #endif

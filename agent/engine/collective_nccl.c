@@ -18,8 +18,21 @@
  * topology): results are identical on every rank and run to run for the
  * same world and hardware, but not bitwise equal to the "ring" backend.
  *
- * Not done yet (docs/gpu.md): bucketed all-reduce overlapped with backward,
- * ZeRO-1 sharding of the optimizer state. */
+ * Overlap with backward (fw_nccl_allreduce_ranges_async): the CUDA backend
+ * hands over each layer's gradient ranges as soon as their kernels are
+ * queued. The reduction runs on a second, NON-blocking stream ("async")
+ * that waits on an event recorded on the compute stream, so the compute
+ * stream goes on with the next layer's backward while NCCL moves this
+ * layer's gradients; fw_nccl_wait_on records an event on the async stream
+ * and makes the compute stream wait for it before the optimizer step reads
+ * the gradients. One NCCL group per bucket: the ranges of a layer (12
+ * slices of the stacked tensors) go out as one launch.
+ *
+ * ZeRO-1 (fw_nccl_reduce_scatter_sum / fw_nccl_allgather): in place, rank r
+ * owning [r*q, (r+1)*q) with q = n / W, as ncclReduceScatter and
+ * ncclAllGather lay equal parts out; the tail [W*q, n) of fewer than W
+ * floats belongs to the last rank and is all-reduced / broadcast in the
+ * same NCCL group. */
 #include "collective_nccl.h"
 
 #include "fw_err.h"
@@ -36,7 +49,9 @@
 
 struct fw_nccl {
     ncclComm_t comm;
-    cudaStream_t stream;
+    cudaStream_t stream;     /* blocking w.r.t. the legacy default stream */
+    cudaStream_t async;      /* non-blocking: bucketed all-reduce during backward */
+    cudaEvent_t ready, done; /* compute -> async, async -> compute ordering */
     int rank, world, dev;
 };
 
@@ -58,6 +73,15 @@ static int s_cuda_check(cudaError_t e, const char *expr, const char *file, int l
 
 int fw_nccl_available(void) {
     return 1;
+}
+
+/* The streams and events of n (those created; handles start zeroed) and n. */
+static void s_free_cuda(fw_nccl *n) {
+    if (n->done) cudaEventDestroy(n->done);
+    if (n->ready) cudaEventDestroy(n->ready);
+    if (n->async) cudaStreamDestroy(n->async);
+    if (n->stream) cudaStreamDestroy(n->stream);
+    free(n);
 }
 
 fw_nccl *fw_nccl_new(fw_coll *boot, int rank, int world) {
@@ -92,15 +116,17 @@ fw_nccl *fw_nccl_new(fw_coll *boot, int rank, int world) {
         return NULL;
     }
     n->rank = rank, n->world = world, n->dev = dev;
-    if (cudaCheck(cudaStreamCreate(&n->stream)) < 0) {
-        free(n);
+    if (cudaCheck(cudaStreamCreate(&n->stream)) < 0 ||
+        cudaCheck(cudaStreamCreateWithFlags(&n->async, cudaStreamNonBlocking)) < 0 ||
+        cudaCheck(cudaEventCreateWithFlags(&n->ready, cudaEventDisableTiming)) < 0 ||
+        cudaCheck(cudaEventCreateWithFlags(&n->done, cudaEventDisableTiming)) < 0) {
+        s_free_cuda(n);
         return NULL;
     }
     if (ncclCheck(ncclCommInitRank(&n->comm, world, id, rank)) < 0) {
         char d[400];
         snprintf(d, sizeof d, "%s", fw_err_detail());
-        cudaStreamDestroy(n->stream);
-        free(n);
+        s_free_cuda(n);
         fw_err_set(FW_EDEVICE, "nccl: rank %d of %d on cuda:%d: %s%s", rank, world, dev, d,
                    ndev < world ? " (fewer GPUs than ranks: NCCL refuses two ranks on one GPU)"
                                 : "");
@@ -114,9 +140,9 @@ void fw_nccl_destroy(fw_nccl **pn) {
     if (!pn || !*pn) return;
     fw_nccl *n = *pn;
     cudaSetDevice(n->dev);
+    cudaStreamSynchronize(n->async); /* a bucket may still be in flight */
     ncclCommDestroy(n->comm);
-    cudaStreamDestroy(n->stream);
-    free(n);
+    s_free_cuda(n);
     *pn = NULL;
 }
 
@@ -168,6 +194,69 @@ int fw_nccl_broadcast(fw_nccl *n, void *buf, size_t bytes, int root) {
     return cudaCheck(cudaStreamSynchronize(n->stream));
 }
 
+void fw_nccl_shard(const fw_nccl *n, size_t count, size_t *off, size_t *len) {
+    size_t q = count / (size_t)n->world;
+    *off = (size_t)n->rank * q;
+    *len = n->rank == n->world - 1 ? count - *off : q;
+}
+
+/* Both ZeRO halves: the equal parts through NCCL's collective, the tail
+ * (count % world floats, the last rank's) all-reduced or broadcast from it,
+ * in one group so it is one launch. */
+static int s_shard_op(fw_nccl *n, float *buf, size_t count, int gather) {
+    if (count == 0) return 0;
+    int rc = s_check_device_ptr(buf, gather ? "all-gather" : "reduce-scatter");
+    if (rc < 0) return rc;
+    if ((rc = cudaCheck(cudaSetDevice(n->dev))) < 0) return rc;
+    size_t q = count / (size_t)n->world, tail = count - q * (size_t)n->world;
+    float *mine = buf + (size_t)n->rank * q, *t = buf + q * (size_t)n->world;
+    if ((rc = ncclCheck(ncclGroupStart())) < 0) return rc;
+    if (q > 0)
+        rc = gather ? ncclCheck(ncclAllGather(mine, buf, q, ncclFloat, n->comm, n->stream))
+                    : ncclCheck(ncclReduceScatter(buf, mine, q, ncclFloat, ncclSum, n->comm,
+                                                  n->stream));
+    if (rc == 0 && tail > 0)
+        rc = gather ? ncclCheck(ncclBroadcast(t, t, tail, ncclFloat, n->world - 1, n->comm,
+                                              n->stream))
+                    : ncclCheck(ncclAllReduce(t, t, tail, ncclFloat, ncclSum, n->comm, n->stream));
+    int end = ncclCheck(ncclGroupEnd());
+    if (rc < 0 || (rc = end) < 0) return rc;
+    return cudaCheck(cudaStreamSynchronize(n->stream));
+}
+
+int fw_nccl_reduce_scatter_sum(fw_nccl *n, float *buf, size_t count) {
+    return s_shard_op(n, buf, count, 0);
+}
+
+int fw_nccl_allgather(fw_nccl *n, float *buf, size_t count) {
+    return s_shard_op(n, buf, count, 1);
+}
+
+int fw_nccl_allreduce_ranges_async(fw_nccl *n, float *base, const size_t *offs,
+                                   const size_t *lens, int k, void *after) {
+    if (k == 0) return 0;
+    int rc = s_check_device_ptr(base, "allreduce");
+    if (rc < 0) return rc;
+    if ((rc = cudaCheck(cudaSetDevice(n->dev))) < 0) return rc;
+    if ((rc = cudaCheck(cudaEventRecord(n->ready, (cudaStream_t)after))) < 0 ||
+        (rc = cudaCheck(cudaStreamWaitEvent(n->async, n->ready, 0))) < 0)
+        return rc;
+    if ((rc = ncclCheck(ncclGroupStart())) < 0) return rc;
+    for (int i = 0; i < k && rc == 0; i++)
+        if (lens[i] > 0)
+            rc = ncclCheck(ncclAllReduce(base + offs[i], base + offs[i], lens[i], ncclFloat,
+                                         ncclSum, n->comm, n->async));
+    int end = ncclCheck(ncclGroupEnd());
+    return rc < 0 ? rc : end;
+}
+
+int fw_nccl_wait_on(fw_nccl *n, void *stream) {
+    int rc = cudaCheck(cudaSetDevice(n->dev));
+    if (rc == 0) rc = cudaCheck(cudaEventRecord(n->done, n->async));
+    if (rc == 0) rc = cudaCheck(cudaStreamWaitEvent((cudaStream_t)stream, n->done, 0));
+    return rc;
+}
+
 #else /* !FW_WITH_NCCL: the backend is not built in */
 
 int fw_nccl_available(void) {
@@ -197,6 +286,30 @@ int fw_nccl_allreduce_sum(fw_nccl *n, float *buf, size_t count) {
 int fw_nccl_broadcast(fw_nccl *n, void *buf, size_t bytes, int root) {
     (void)n, (void)buf, (void)bytes, (void)root;
     return fw_err_set(FW_EUNSUPPORTED, "collective: backend nccl is not built into this engine");
+}
+
+void fw_nccl_shard(const fw_nccl *n, size_t count, size_t *off, size_t *len) {
+    (void)n;
+    *off = 0, *len = count;
+}
+
+int fw_nccl_reduce_scatter_sum(fw_nccl *n, float *buf, size_t count) {
+    return fw_nccl_allreduce_sum(n, buf, count);
+}
+
+int fw_nccl_allgather(fw_nccl *n, float *buf, size_t count) {
+    return fw_nccl_allreduce_sum(n, buf, count);
+}
+
+int fw_nccl_allreduce_ranges_async(fw_nccl *n, float *base, const size_t *offs,
+                                   const size_t *lens, int k, void *after) {
+    (void)offs, (void)lens, (void)k, (void)after;
+    return fw_nccl_allreduce_sum(n, base, 0);
+}
+
+int fw_nccl_wait_on(fw_nccl *n, void *stream) {
+    (void)stream;
+    return fw_nccl_allreduce_sum(n, NULL, 0);
 }
 
 #endif

@@ -43,7 +43,9 @@ typedef struct {
     fw_model_config cfg;
     fw_param_tensor t[FW_NUM_PARAM_TENSORS];
     size_t np;
-    float *params, *grads, *mom1, *mom2;
+    float *params, *grads;
+    float *mom1, *mom2; /* AdamW state of parameters [opt_off, opt_off + opt_len) */
+    size_t opt_off, opt_len;
 
     float *acts_buf;
     size_t acts_cap; /* floats */
@@ -115,6 +117,7 @@ static void *cpu_create(const fw_model_config *cfg, int dev) {
     }
     be->cfg = *cfg;
     be->np = fw_model_param_layout(cfg, be->t);
+    be->opt_len = be->np;
     be->params = calloc(be->np, sizeof(float));
     if (!be->params) {
         fw_err_set(FW_ENOMEM, "cpu: parameters: %zu MB", be->np * sizeof(float) >> 20);
@@ -166,26 +169,24 @@ static int cpu_write_params(void *p, const float *src) {
 
 static int s_alloc_opt(cpu_be *be) {
     if (be->mom1) return 0;
-    be->mom1 = calloc(be->np, sizeof(float));
-    be->mom2 = calloc(be->np, sizeof(float));
+    be->mom1 = calloc(be->opt_len, sizeof(float));
+    be->mom2 = calloc(be->opt_len, sizeof(float));
     if (!be->mom1 || !be->mom2) {
         free(be->mom1);
         free(be->mom2);
         be->mom1 = be->mom2 = NULL;
-        return fw_err_set(FW_ENOMEM, "cpu: AdamW state: %zu MB", 2 * be->np * 4 >> 20);
+        return fw_err_set(FW_ENOMEM, "cpu: AdamW state: %zu MB", 2 * be->opt_len * 4 >> 20);
     }
     return 0;
 }
 
 static int cpu_read_opt(void *p, float *m1, float *m2) {
     cpu_be *be = p;
-    if (!be->mom1) {
-        memset(m1, 0, be->np * sizeof(float));
-        memset(m2, 0, be->np * sizeof(float));
-        return 0;
-    }
-    memcpy(m1, be->mom1, be->np * sizeof(float));
-    memcpy(m2, be->mom2, be->np * sizeof(float));
+    memset(m1, 0, be->np * sizeof(float));
+    memset(m2, 0, be->np * sizeof(float));
+    if (!be->mom1) return 0;
+    memcpy(m1 + be->opt_off, be->mom1, be->opt_len * sizeof(float));
+    memcpy(m2 + be->opt_off, be->mom2, be->opt_len * sizeof(float));
     return 0;
 }
 
@@ -193,8 +194,8 @@ static int cpu_write_opt(void *p, const float *m1, const float *m2) {
     cpu_be *be = p;
     int rc = s_alloc_opt(be);
     if (rc < 0) return rc;
-    memcpy(be->mom1, m1, be->np * sizeof(float));
-    memcpy(be->mom2, m2, be->np * sizeof(float));
+    memcpy(be->mom1, m1 + be->opt_off, be->opt_len * sizeof(float));
+    memcpy(be->mom2, m2 + be->opt_off, be->opt_len * sizeof(float));
     return 0;
 }
 
@@ -204,6 +205,28 @@ static int cpu_clear_opt(void *p) {
     free(be->mom2);
     be->mom1 = be->mom2 = NULL;
     return 0;
+}
+
+/* Move to the range [off, off+len), carrying over the state held for it. */
+static int cpu_shard_opt(void *p, size_t off, size_t len) {
+    cpu_be *be = p;
+    float *m1 = NULL, *m2 = NULL;
+    if (be->mom1) {
+        m1 = calloc(be->np, sizeof(float));
+        m2 = calloc(be->np, sizeof(float));
+        if (!m1 || !m2) {
+            free(m1);
+            free(m2);
+            return fw_err_set(FW_ENOMEM, "cpu: resharding AdamW state: %zu MB", 2 * be->np * 4 >> 20);
+        }
+        cpu_read_opt(be, m1, m2);
+        cpu_clear_opt(be);
+    }
+    be->opt_off = off, be->opt_len = len;
+    int rc = m1 ? cpu_write_opt(be, m1, m2) : 0;
+    free(m1);
+    free(m2);
+    return rc;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -306,7 +329,7 @@ static int cpu_forward(void *p, const int32_t *inputs, const int32_t *targets, i
 /* Backward                                                                  */
 /* ------------------------------------------------------------------------ */
 
-static int cpu_backward(void *p, float grad_scale) {
+static int cpu_backward(void *p, float grad_scale, const fw_grad_sync *sync) {
     cpu_be *be = p;
     const fw_model_config *cfg = &be->cfg;
     int B = be->B, T = be->T, N = B * T, L = cfg->n_layer, C = cfg->n_embd, NH = cfg->n_head;
@@ -363,8 +386,12 @@ static int cpu_backward(void *p, float grad_scale) {
                             s_param(be, FW_P_QKVW) + lc * 3 * C, N, C, 3 * C);
         cpu_layernorm_backward(dresid, s_grad(be, FW_P_LN1W) + lc, s_grad(be, FW_P_LN1B) + lc, dbuf,
                                res, s_param(be, FW_P_LN1W) + lc, ln1m, ln1r, N, C);
+        if (sync && (rc = fw_grad_sync_bucket(sync, cfg, L - 1 - l, NULL)) < 0) return rc;
     }
     cpu_encoder_backward(s_grad(be, FW_P_WTE), s_grad(be, FW_P_WPE), dresid, be->inputs, B, T, C);
+    if (sync && ((rc = fw_grad_sync_bucket(sync, cfg, L, NULL)) < 0 ||
+                 (rc = sync->finish(sync->ctx, NULL)) < 0))
+        return rc;
     return 0;
 }
 
@@ -375,30 +402,24 @@ static int cpu_zero_grad(void *p) {
     return 0;
 }
 
-static int cpu_grad_norm(void *p, float *norm) {
+static int cpu_grad_sumsq(void *p, size_t off, size_t len, double *sumsq) {
     cpu_be *be = p;
-    double s;
-    int rc = cpu_sumsq(be->grads, be->np, &s);
-    if (rc < 0) return rc;
-    *norm = (float)sqrt(s);
-    return 0;
+    return cpu_sumsq(be->grads + off, len, sumsq);
 }
 
-static int cpu_step_adamw(void *p, const fw_adamw *opt, int64_t step, float *grad_norm) {
+static int cpu_step_adamw(void *p, const fw_adamw *opt, int64_t step, float norm) {
     cpu_be *be = p;
     int rc = s_alloc_opt(be);
     if (rc < 0) return rc;
-    float norm;
-    if ((rc = cpu_grad_norm(be, &norm)) < 0) return rc;
-    if (grad_norm) *grad_norm = norm;
     float gscale = 1.0f;
     if (opt->grad_clip > 0 && norm > opt->grad_clip) gscale = opt->grad_clip / norm;
     float bc1 = (float)(1.0 - pow(opt->beta1, (double)step));
     float bc2 = (float)(1.0 - pow(opt->beta2, (double)step));
     for (int i = 0; i < FW_NUM_PARAM_TENSORS; i++) {
-        size_t o = be->t[i].offset;
-        cpu_adamw(be->params + o, be->grads + o, be->mom1 + o, be->mom2 + o, be->t[i].numel, gscale,
-                  opt->lr, opt->beta1, opt->beta2, bc1, bc2, opt->eps,
+        size_t lo, hi, s = be->opt_off;
+        if (!fw_param_range_part(&be->t[i], be->opt_off, be->opt_len, &lo, &hi)) continue;
+        cpu_adamw(be->params + lo, be->grads + lo, be->mom1 + (lo - s), be->mom2 + (lo - s),
+                  hi - lo, gscale, opt->lr, opt->beta1, opt->beta2, bc1, bc2, opt->eps,
                   be->t[i].decay ? opt->weight_decay : 0.0f);
     }
     return 0;
@@ -601,7 +622,8 @@ const fw_backend fw_backend_cpu = {
     .forward = cpu_forward,
     .backward = cpu_backward,
     .zero_grad = cpu_zero_grad,
-    .grad_norm = cpu_grad_norm,
+    .grad_sumsq = cpu_grad_sumsq,
+    .shard_opt = cpu_shard_opt,
     .step_adamw = cpu_step_adamw,
     .get_losses = cpu_get_losses,
     .get_argmax = cpu_get_argmax,

@@ -193,6 +193,54 @@ float *fw_model_params(fw_model *m, size_t *n);
 
 /* Global L2 norm of the gradient buffer (summed in double, fixed order). */
 int fw_model_grad_norm(fw_model *m, float *norm);
+/* Sum of squares of gradients [off, off+len) (double, fixed order). */
+int fw_model_grad_sumsq(fw_model *m, size_t off, size_t len, double *sumsq);
+
+/* ---- data-parallel hooks -------------------------------------------------
+ *
+ * Bucketed gradient sync. Backward produces the gradients layer by layer,
+ * last layer first; a layer's gradients (its slice of each of the 12 stacked
+ * per-layer tensors) are final as soon as that layer is done. Bucket b of
+ * fw_model_grad_buckets(cfg) = L + 1 buckets is layer L-1-b for b < L, and
+ * the rest (wte, wpe, ln_f) for b = L, final only at the very end (wte gets
+ * both the LM head's and the embedding's gradient). The buckets are
+ * disjoint and cover the gradient buffer. */
+#define FW_BUCKET_MAX_RANGES 12
+int fw_model_grad_buckets(const fw_model_config *cfg);
+/* The ranges of bucket b (float offsets and lengths into the gradient
+ * buffer, in buffer order) into offs/lens (FW_BUCKET_MAX_RANGES each);
+ * returns how many, or FW_EINVAL for b out of range. */
+int fw_model_grad_bucket(const fw_model_config *cfg, int b, size_t *offs, size_t *lens);
+
+typedef struct {
+    /* Bucket ranges that are final once the work queued so far on `stream`
+     * has run: a cudaStream_t on CUDA (start an asynchronous all-reduce
+     * there), NULL on the CPU (final now). 0 or an fw_err, which ends the
+     * backward with that error. */
+    int (*ready)(void *ctx, const size_t *offs, const size_t *lens, int n, void *stream);
+    /* After the last bucket: work queued later on `stream` (the optimizer
+     * step) must see every reduction started by ready. */
+    int (*finish)(void *ctx, void *stream);
+    void *ctx;
+} fw_grad_sync;
+
+/* fw_model_backward, calling sync->ready for every bucket as soon as it is
+ * final and sync->finish at the end (sync NULL: plain backward). Use it for
+ * the last micro-batch of a step, so the all-reduce of layer l overlaps the
+ * backward of layers l-1 .. 0. */
+int fw_model_backward_sync(fw_model *m, float grad_scale, const fw_grad_sync *sync);
+/* For backends: call sync->ready with bucket b's ranges. */
+int fw_grad_sync_bucket(const fw_grad_sync *sync, const fw_model_config *cfg, int b, void *stream);
+
+/* ZeRO-1: keep AdamW state for parameters [off, off+len) only (every rank
+ * its part of the buffer, fw_coll_shard) and make the AdamW step update
+ * those parameters only; the caller all-gathers the parameters after it.
+ * State already held for the range is kept, the rest dropped.
+ * fw_model_read_opt_state then writes zeros outside the range (all-reduce
+ * the ranks' arrays to assemble the whole state) and write_opt_state takes
+ * the range out of full-size arrays, so checkpoints do not depend on how
+ * the state was sharded: an N-rank run resumes on M ranks. */
+int fw_model_shard_optimizer(fw_model *m, size_t off, size_t len);
 
 typedef struct {
     float lr;           /* learning rate of this step (see fw_lr_at) */
@@ -208,8 +256,14 @@ fw_adamw fw_adamw_defaults(void);
 
 /* One AdamW update from the current gradients. step is 1-based (t in the
  * bias corrections 1 - beta^t). *grad_norm (may be NULL) gets the norm before
- * clipping. Gradients are left as they were (caller zeroes them). */
+ * clipping. Gradients are left as they were (caller zeroes them). A sharded
+ * optimizer (fw_model_shard_optimizer) needs the global norm from the
+ * caller: FW_ESTATE here, use fw_model_step_adamw_norm. */
 int fw_model_step_adamw(fw_model *m, const fw_adamw *opt, int64_t step, float *grad_norm);
+/* The same with the global gradient norm given (clipping uses it): with a
+ * sharded optimizer, sqrt of the all-reduced fw_model_grad_sumsq of every
+ * rank's part. */
+int fw_model_step_adamw_norm(fw_model *m, const fw_adamw *opt, int64_t step, float norm);
 
 /* Learning rate for 0-based step: linear warmup over `warmup` steps from
  * base_lr/warmup to base_lr, then cosine decay to base_lr*min_lr_frac at step
@@ -302,15 +356,19 @@ typedef struct fw_backend {
     float *(*grads)(void *be); /* allocate zeroed on first use; NULL on failure */
     int (*read_params)(void *be, float *dst);
     int (*write_params)(void *be, const float *src);
+    /* full-size arrays: zeros outside the optimizer range / only the range read */
     int (*read_opt)(void *be, float *mom1, float *mom2);
     int (*write_opt)(void *be, const float *mom1, const float *mom2);
     int (*clear_opt)(void *be);
     int (*forward)(void *be, const int32_t *inputs, const int32_t *targets, int B, int T,
                    int train, float *loss);
-    int (*backward)(void *be, float grad_scale);
+    int (*backward)(void *be, float grad_scale, const fw_grad_sync *sync); /* sync may be NULL */
     int (*zero_grad)(void *be);
-    int (*grad_norm)(void *be, float *norm);
-    int (*step_adamw)(void *be, const fw_adamw *opt, int64_t step, float *grad_norm);
+    int (*grad_sumsq)(void *be, size_t off, size_t len, double *sumsq);
+    /* AdamW state for [off, off+len) only (keep what is held for it) */
+    int (*shard_opt)(void *be, size_t off, size_t len);
+    /* update the parameters of the optimizer range, clipping by `norm` */
+    int (*step_adamw)(void *be, const fw_adamw *opt, int64_t step, float norm);
     int (*get_losses)(void *be, float *out);
     int (*get_argmax)(void *be, int32_t *out);
     int (*get_logits)(void *be, size_t row0, size_t nrows, float *out);
@@ -325,6 +383,10 @@ typedef struct fw_backend {
     int (*kv_forward)(void *be, void *kv, int n, const int32_t *ids, const int *rows,
                       const int *pos, const uint8_t *want, float *logits);
 } fw_backend;
+
+/* For backends: the part [*lo, *hi) of tensor t that lies in the optimizer
+ * range [off, off+len); 0 when they do not meet. */
+int fw_param_range_part(const fw_param_tensor *t, size_t off, size_t len, size_t *lo, size_t *hi);
 
 extern const fw_backend fw_backend_cpu;
 #ifdef FW_WITH_CUDA

@@ -42,6 +42,7 @@ struct fw_model {
     int last_has_targets;
     int last_train;
     int backward_done;
+    int opt_sharded; /* fw_model_shard_optimizer gave a proper part of the buffer */
     int live_caches; /* caches not yet destroyed: destroying the model first is a bug */
 };
 
@@ -335,11 +336,17 @@ int fw_model_forward(fw_model *m, const int32_t *inputs, const int32_t *targets,
 }
 
 int fw_model_backward(fw_model *m, float grad_scale) {
+    return fw_model_backward_sync(m, grad_scale, NULL);
+}
+
+int fw_model_backward_sync(fw_model *m, float grad_scale, const fw_grad_sync *sync) {
     if (!m->last_B || !m->last_has_targets || !m->last_train || m->backward_done)
         return fw_err_set(FW_ESTATE, "backward needs a fresh train-mode forward with targets");
     if (!isfinite(grad_scale))
         return fw_err_set(FW_EINVAL, "backward: grad_scale %g not finite", (double)grad_scale);
-    int rc = m->be_ops->backward(m->be, grad_scale);
+    if (sync && (!sync->ready || !sync->finish))
+        return fw_err_set(FW_EINVAL, "backward: gradient sync without ready/finish callbacks");
+    int rc = m->be_ops->backward(m->be, grad_scale, sync);
     if (rc < 0) return rc;
     m->backward_done = 1;
     return 0;
@@ -360,9 +367,63 @@ float *fw_model_params(fw_model *m, size_t *n) {
     return m->be_ops->params(m->be);
 }
 
-int fw_model_grad_norm(fw_model *m, float *norm) {
+int fw_model_grad_sumsq(fw_model *m, size_t off, size_t len, double *sumsq) {
+    if (!sumsq || off > m->nparams || len > m->nparams - off)
+        return fw_err_set(FW_EINVAL, "grad_sumsq: range [%zu, +%zu) outside %zu parameters", off,
+                          len, m->nparams);
     if (!m->be_ops->grads(m->be)) return FW_ENOMEM;
-    return m->be_ops->grad_norm(m->be, norm);
+    return m->be_ops->grad_sumsq(m->be, off, len, sumsq);
+}
+
+int fw_model_grad_norm(fw_model *m, float *norm) {
+    double s = 0;
+    int rc = fw_model_grad_sumsq(m, 0, m->nparams, &s);
+    if (rc == 0) *norm = (float)sqrt(s);
+    return rc;
+}
+
+int fw_param_range_part(const fw_param_tensor *t, size_t off, size_t len, size_t *lo,
+                        size_t *hi) {
+    *lo = t->offset > off ? t->offset : off;
+    *hi = t->offset + t->numel < off + len ? t->offset + t->numel : off + len;
+    return *lo < *hi;
+}
+
+int fw_model_grad_buckets(const fw_model_config *cfg) {
+    return cfg->n_layer + 1;
+}
+
+int fw_model_grad_bucket(const fw_model_config *cfg, int b, size_t *offs, size_t *lens) {
+    if (b < 0 || b > cfg->n_layer)
+        return fw_err_set(FW_EINVAL, "gradient bucket %d of %d", b, cfg->n_layer + 1);
+    fw_param_tensor t[FW_NUM_PARAM_TENSORS];
+    fw_model_param_layout(cfg, t);
+    int n = 0, L = cfg->n_layer;
+    for (int i = 0; i < FW_NUM_PARAM_TENSORS; i++) {
+        int stacked = i >= FW_P_LN1W && i <= FW_P_FCPROJB; /* [L, ...] */
+        if (b < L && stacked) {
+            size_t per = t[i].numel / (size_t)L;
+            offs[n] = t[i].offset + (size_t)(L - 1 - b) * per, lens[n++] = per;
+        } else if (b == L && !stacked) {
+            offs[n] = t[i].offset, lens[n++] = t[i].numel;
+        }
+    }
+    return n;
+}
+
+int fw_grad_sync_bucket(const fw_grad_sync *sync, const fw_model_config *cfg, int b,
+                        void *stream) {
+    size_t offs[FW_BUCKET_MAX_RANGES], lens[FW_BUCKET_MAX_RANGES];
+    int n = fw_model_grad_bucket(cfg, b, offs, lens);
+    return n < 0 ? n : sync->ready(sync->ctx, offs, lens, n, stream);
+}
+
+int fw_model_shard_optimizer(fw_model *m, size_t off, size_t len) {
+    if (off > m->nparams || len > m->nparams - off || len == 0)
+        return fw_err_set(FW_EINVAL, "shard_optimizer: range [%zu, +%zu) outside %zu parameters",
+                          off, len, m->nparams);
+    m->opt_sharded = !(off == 0 && len == m->nparams);
+    return m->be_ops->shard_opt(m->be, off, len);
 }
 
 fw_adamw fw_adamw_defaults(void) {
@@ -371,7 +432,19 @@ fw_adamw fw_adamw_defaults(void) {
 }
 
 int fw_model_step_adamw(fw_model *m, const fw_adamw *opt, int64_t step, float *grad_norm) {
+    if (m->opt_sharded)
+        return fw_err_set(FW_ESTATE, "adamw: the optimizer is sharded; the caller computes the "
+                                     "global gradient norm (fw_model_step_adamw_norm)");
+    float norm = 0;
+    int rc = fw_model_grad_norm(m, &norm);
+    if (rc < 0) return rc;
+    if (grad_norm) *grad_norm = norm;
+    return fw_model_step_adamw_norm(m, opt, step, norm);
+}
+
+int fw_model_step_adamw_norm(fw_model *m, const fw_adamw *opt, int64_t step, float norm) {
     if (!opt) return fw_err_set(FW_EINVAL, "adamw: NULL options");
+    if (norm < 0) return fw_err_set(FW_EINVAL, "adamw: gradient norm %g < 0", (double)norm);
     if (step < 1) return fw_err_set(FW_EINVAL, "adamw: step %lld must be >= 1", (long long)step);
     if (!isfinite(opt->lr) || opt->lr < 0 || !(opt->beta1 >= 0 && opt->beta1 < 1) ||
         !(opt->beta2 >= 0 && opt->beta2 < 1) || !(opt->eps > 0) || !isfinite(opt->eps) ||
@@ -380,7 +453,7 @@ int fw_model_step_adamw(fw_model *m, const fw_adamw *opt, int64_t step, float *g
                           "eps %g weight_decay %g)", (double)opt->lr, (double)opt->beta1,
                           (double)opt->beta2, (double)opt->eps, (double)opt->weight_decay);
     if (!m->be_ops->grads(m->be)) return FW_ENOMEM;
-    return m->be_ops->step_adamw(m->be, opt, step, grad_norm);
+    return m->be_ops->step_adamw(m->be, opt, step, norm);
 }
 
 float fw_lr_at(int64_t step, float base_lr, int64_t warmup, int64_t total, float min_lr_frac) {

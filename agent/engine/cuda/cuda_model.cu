@@ -75,7 +75,9 @@ typedef struct {
     int dev;
     cuda_gemm g;
 
-    float *params, *grads, *mom1, *mom2;
+    float *params, *grads;
+    float *mom1, *mom2; /* AdamW state of parameters [opt_off, opt_off + opt_len) */
+    size_t opt_off, opt_len;
     bf16 *params16;
     int params16_stale;
 
@@ -280,6 +282,7 @@ static void *cuda_create(const fw_model_config *cfg, int dev) {
     be->cfg = *cfg;
     be->dev = dev;
     be->np = fw_model_param_layout(cfg, be->t);
+    be->opt_len = be->np;
     int rc = s_gemm_init(&be->g, prec);
     if (rc == 0) rc = s_dalloc(dev, (void **)&be->params, be->np * sizeof(float), "parameters");
     if (rc == 0) rc = cudaCheck(cudaMemset(be->params, 0, be->np * sizeof(float)));
@@ -356,7 +359,7 @@ static int cuda_write_params(void *p, const float *src) {
 
 static int s_alloc_opt(cuda_be *be) {
     if (be->mom1) return 0;
-    size_t bytes = be->np * sizeof(float);
+    size_t bytes = be->opt_len * sizeof(float);
     int rc = s_dalloc(be->dev, (void **)&be->mom1, bytes, "AdamW first moment");
     if (rc == 0) rc = s_dalloc(be->dev, (void **)&be->mom2, bytes, "AdamW second moment");
     if (rc == 0) rc = cudaCheck(cudaMemset(be->mom1, 0, bytes));
@@ -371,24 +374,22 @@ static int s_alloc_opt(cuda_be *be) {
 
 static int cuda_read_opt(void *p, float *m1, float *m2) {
     cuda_be *be = (cuda_be *)p;
-    size_t bytes = be->np * sizeof(float);
-    if (!be->mom1) {
-        memset(m1, 0, bytes);
-        memset(m2, 0, bytes);
-        return 0;
-    }
+    size_t bytes = be->opt_len * sizeof(float);
+    memset(m1, 0, be->np * sizeof(float));
+    memset(m2, 0, be->np * sizeof(float));
+    if (!be->mom1) return 0;
     CU_TRY(s_enter(be));
-    CU_TRY(cudaCheck(cudaMemcpy(m1, be->mom1, bytes, cudaMemcpyDeviceToHost)));
-    return cudaCheck(cudaMemcpy(m2, be->mom2, bytes, cudaMemcpyDeviceToHost));
+    CU_TRY(cudaCheck(cudaMemcpy(m1 + be->opt_off, be->mom1, bytes, cudaMemcpyDeviceToHost)));
+    return cudaCheck(cudaMemcpy(m2 + be->opt_off, be->mom2, bytes, cudaMemcpyDeviceToHost));
 }
 
 static int cuda_write_opt(void *p, const float *m1, const float *m2) {
     cuda_be *be = (cuda_be *)p;
-    size_t bytes = be->np * sizeof(float);
+    size_t bytes = be->opt_len * sizeof(float);
     CU_TRY(s_enter(be));
     CU_TRY(s_alloc_opt(be));
-    CU_TRY(cudaCheck(cudaMemcpy(be->mom1, m1, bytes, cudaMemcpyHostToDevice)));
-    return cudaCheck(cudaMemcpy(be->mom2, m2, bytes, cudaMemcpyHostToDevice));
+    CU_TRY(cudaCheck(cudaMemcpy(be->mom1, m1 + be->opt_off, bytes, cudaMemcpyHostToDevice)));
+    return cudaCheck(cudaMemcpy(be->mom2, m2 + be->opt_off, bytes, cudaMemcpyHostToDevice));
 }
 
 static int cuda_clear_opt(void *p) {
@@ -398,6 +399,29 @@ static int cuda_clear_opt(void *p) {
     cudaFree(be->mom2);
     be->mom1 = be->mom2 = NULL;
     return 0;
+}
+
+/* Move to the range [off, off+len), carrying the state held for it over
+ * through host memory (this happens once, at the start of a run). */
+static int cuda_shard_opt(void *p, size_t off, size_t len) {
+    cuda_be *be = (cuda_be *)p;
+    float *m1 = NULL, *m2 = NULL;
+    int rc = 0;
+    if (be->mom1) {
+        m1 = (float *)malloc(be->np * sizeof(float));
+        m2 = (float *)malloc(be->np * sizeof(float));
+        rc = m1 && m2 ? cuda_read_opt(be, m1, m2)
+                      : fw_err_set(FW_ENOMEM, "cuda: resharding AdamW state: %zu MiB of host memory",
+                                   s_mib(2 * be->np * sizeof(float)));
+        if (rc == 0) rc = cuda_clear_opt(be);
+    }
+    if (rc == 0) {
+        be->opt_off = off, be->opt_len = len;
+        if (m1) rc = cuda_write_opt(be, m1, m2);
+    }
+    free(m1);
+    free(m2);
+    return rc;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -564,7 +588,7 @@ static int s_encoder_backward(cuda_be *be, const float *dout, int B, int T) {
     return cudaCheckLaunch();
 }
 
-static int cuda_backward(void *p, float grad_scale) {
+static int cuda_backward(void *p, float grad_scale, const fw_grad_sync *sync) {
     cuda_be *be = (cuda_be *)p;
     const fw_model_config *cfg = &be->cfg;
     int B = be->B, T = be->T, N = B * T, L = cfg->n_layer, C = cfg->n_embd, NH = cfg->n_head;
@@ -633,8 +657,15 @@ static int cuda_backward(void *p, float grad_scale) {
         CU_TRY(s_layernorm_backward(g, dresid, s_grad(be, FW_P_LN1W) + lc,
                                     s_grad(be, FW_P_LN1B) + lc, dbuf, res,
                                     s_param(be, FW_P_LN1W) + lc, ln1m, ln1r, N, C));
+        /* Layer l's gradients are queued: its all-reduce may start as soon
+         * as they run, while the kernels of layer l-1 follow (docs/gpu.md). */
+        if (sync) CU_TRY(fw_grad_sync_bucket(sync, cfg, L - 1 - l, (void *)cudaStreamLegacy));
     }
     CU_TRY(s_encoder_backward(be, dresid, B, T));
+    if (sync) {
+        CU_TRY(fw_grad_sync_bucket(sync, cfg, L, (void *)cudaStreamLegacy));
+        CU_TRY(sync->finish(sync->ctx, (void *)cudaStreamLegacy));
+    }
     return cudaCheck(cudaDeviceSynchronize());
 }
 
@@ -645,36 +676,33 @@ static int cuda_zero_grad(void *p) {
     return cudaCheck(cudaMemset(be->grads, 0, be->np * sizeof(float)));
 }
 
-static int cuda_grad_norm(void *p, float *norm) {
+static int cuda_grad_sumsq(void *p, size_t off, size_t len, double *sumsq) {
     cuda_be *be = (cuda_be *)p;
     CU_TRY(s_enter(be));
-    double s = 0.0;
-    CU_TRY(s_sumsq(be->d_norm, be->grads, be->np, &s));
-    *norm = (float)sqrt(s);
-    return 0;
+    return s_sumsq(be->d_norm, be->grads + off, len, sumsq);
 }
 
-static int cuda_step_adamw(void *p, const fw_adamw *opt, int64_t step, float *grad_norm) {
+static int cuda_step_adamw(void *p, const fw_adamw *opt, int64_t step, float norm) {
     cuda_be *be = (cuda_be *)p;
     CU_TRY(s_enter(be));
     CU_TRY(s_alloc_opt(be));
-    float norm;
-    CU_TRY(cuda_grad_norm(be, &norm));
-    if (grad_norm) *grad_norm = norm;
     float gscale = 1.0f;
     if (opt->grad_clip > 0 && norm > opt->grad_clip) gscale = opt->grad_clip / norm;
     float bc1 = (float)(1.0 - pow(opt->beta1, (double)step));
     float bc2 = (float)(1.0 - pow(opt->beta2, (double)step));
     for (int i = 0; i < FW_NUM_PARAM_TENSORS; i++) {
-        size_t o = be->t[i].offset, n = be->t[i].numel;
-        adamw_kernel<<<s_blocks(n, 256), 256>>>(
-            be->params + o, be->params16 ? be->params16 + o : NULL, be->grads + o, be->mom1 + o,
-            be->mom2 + o, n, gscale, opt->lr, opt->beta1, opt->beta2, bc1, bc2, opt->eps,
-            be->t[i].decay ? opt->weight_decay : 0.0f);
+        size_t lo, hi, s = be->opt_off;
+        if (!fw_param_range_part(&be->t[i], be->opt_off, be->opt_len, &lo, &hi)) continue;
+        adamw_kernel<<<s_blocks(hi - lo, 256), 256>>>(
+            be->params + lo, be->params16 ? be->params16 + lo : NULL, be->grads + lo,
+            be->mom1 + (lo - s), be->mom2 + (lo - s), hi - lo, gscale, opt->lr, opt->beta1,
+            opt->beta2, bc1, bc2, opt->eps, be->t[i].decay ? opt->weight_decay : 0.0f);
         CU_TRY(cudaCheckLaunch());
     }
-    /* Every element of params16 was rewritten from the updated master weights. */
-    be->params16_stale = 0;
+    /* The kernel rewrote params16 for the range it updated: all of it unless
+     * the optimizer is sharded (then the all-gather brings the rest, through
+     * fw_model_params, which marks the copy stale anyway). */
+    be->params16_stale = be->opt_len != be->np;
     return cudaCheck(cudaDeviceSynchronize());
 }
 
@@ -888,7 +916,8 @@ extern "C" const fw_backend fw_backend_cuda = {
     /* .forward = */ cuda_forward,
     /* .backward = */ cuda_backward,
     /* .zero_grad = */ cuda_zero_grad,
-    /* .grad_norm = */ cuda_grad_norm,
+    /* .grad_sumsq = */ cuda_grad_sumsq,
+    /* .shard_opt = */ cuda_shard_opt,
     /* .step_adamw = */ cuda_step_adamw,
     /* .get_losses = */ cuda_get_losses,
     /* .get_argmax = */ cuda_get_argmax,
