@@ -34,6 +34,10 @@
  *   all-gather, step s = 0..w-2: rank r sends segment (r+1-s) mod w and
  *       receives segment (r-s) mod w, which it overwrites.
  *
+ * ZeRO-1 uses the two phases on their own: fw_coll_reduce_scatter_sum
+ * leaves rank r with segment (r+1) mod w summed (fw_coll_shard names it),
+ * and fw_coll_allgather is the second phase, starting from that segment.
+ *
  * The order depends only on w and the element's segment, never on timing or
  * on the chunk size, so results are bitwise identical on every rank (each
  * finished segment is computed once and copied) and from run to run.

@@ -29,6 +29,9 @@
  * gradient of that forward's mean loss. Data-parallel: all-reduce the token
  * count first, pass 1/global_count, then all-reduce-SUM the gradient buffer
  * (fw_model_grads) before the step; every rank then takes the same step.
+ * (Or all-reduce layer by layer during backward, fw_model_backward_sync, and
+ * shard the optimizer state, fw_model_shard_optimizer: see "data-parallel
+ * hooks" below.)
  *
  * Targets equal to -1 are ignored (no loss, no gradient). The loss returned by
  * forward is the mean over the non-ignored targets of that call (0 if none).

@@ -4,7 +4,9 @@
  * Covered: forward loss, per-position losses, logits, argmax; backward
  * gradients tensor by tensor; global grad norm; one AdamW step (parameters
  * and both moments); embeddings; KV-cache prefill/decode logits and greedy
- * generation; clear errors (no such device, bad precision, memory short).
+ * generation; bucketed backward (fw_model_backward_sync) and the sharded
+ * (ZeRO-1) AdamW step; clear errors (no such device, bad precision, memory
+ * short).
  *
  * Tolerances (normwise relative error over a tensor, see test_cuda_ops.c):
  *   FP32 mode: 1e-4 for whole-model results (a dozen kernels chained, each
@@ -336,6 +338,94 @@ static void test_errors(void) {
     fw_model_destroy(&m);
 }
 
+/* fw_grad_sync recorder: bucket order and the stream the backend hands out. */
+typedef struct {
+    int calls, finishes, order_ok;
+    void *stream;
+} s_sync_rec;
+
+static int s_rec_ready(void *ctx, const size_t *offs, const size_t *lens, int n, void *stream) {
+    s_sync_rec *r = ctx;
+    (void)offs, (void)lens, (void)n;
+    r->stream = stream;
+    r->calls++;
+    return 0;
+}
+
+static int s_rec_finish(void *ctx, void *stream) {
+    s_sync_rec *r = ctx;
+    r->finishes++;
+    r->order_ok = r->stream == stream;
+    return 0;
+}
+
+/* Bucketed backward on CUDA: the same gradients as plain backward (the
+ * hooks only observe), L+1 ready calls and one finish, all with the
+ * backend's compute stream (the legacy default stream, not NULL, which is
+ * what the NCCL hook waits on). */
+static void test_backward_sync(void) {
+    fw_model *a = s_model("cuda", "fp32"), *b = s_model("cuda", "fp32");
+    REQUIRE(a && b);
+    const fw_model_config *cfg = fw_model_config_get(a);
+    size_t n = (size_t)TB * TT, np = fw_model_num_params(a);
+    int32_t in[TB * TT], tg[TB * TT];
+    s_data(in, tg, n, cfg->vocab_size);
+    s_sync_rec rec = {0};
+    fw_grad_sync sync = {.ready = s_rec_ready, .finish = s_rec_finish, .ctx = &rec};
+    CHECK_EQ_INT(fw_model_zero_grad(a), 0);
+    CHECK_EQ_INT(fw_model_zero_grad(b), 0);
+    CHECK_EQ_INT(fw_model_forward(a, in, tg, TB, TT, NULL), 0);
+    CHECK_EQ_INT(fw_model_forward(b, in, tg, TB, TT, NULL), 0);
+    CHECK_EQ_INT(fw_model_backward(a, 0), 0);
+    CHECKF(fw_model_backward_sync(b, 0, &sync) == 0, "%s", fw_err_detail());
+    CHECK_EQ_INT(rec.calls, fw_model_grad_buckets(cfg));
+    CHECK_EQ_INT(rec.finishes, 1);
+    CHECK(rec.order_ok && rec.stream == (void *)cudaStreamLegacy);
+    float *ga = malloc(np * sizeof *ga), *gb = malloc(np * sizeof *gb);
+    REQUIRE(ga && gb);
+    cudaMemcpy(ga, fw_model_grads(a, NULL), np * sizeof *ga, cudaMemcpyDeviceToHost);
+    cudaMemcpy(gb, fw_model_grads(b, NULL), np * sizeof *gb, cudaMemcpyDeviceToHost);
+    CHECK(memcmp(ga, gb, np * sizeof *ga) == 0);
+    free(ga), free(gb);
+    fw_model_destroy(&a), fw_model_destroy(&b);
+}
+
+/* ZeRO-1 on CUDA: two models sharded into complementary ranges (split
+ * inside a tensor), stepped with the unsharded model's norm, update exactly
+ * their range, bitwise as the unsharded model does, and leave the rest. */
+static void test_sharded_adamw(void) {
+    fw_model *m[3];
+    for (int i = 0; i < 3; i++) REQUIRE((m[i] = s_model("cuda", "fp32")));
+    const fw_model_config *cfg = fw_model_config_get(m[0]);
+    size_t n = (size_t)TB * TT, np = fw_model_num_params(m[0]), cut = np / 2 + 13;
+    CHECK_EQ_INT(fw_model_shard_optimizer(m[1], 0, cut), 0);
+    CHECK_EQ_INT(fw_model_shard_optimizer(m[2], cut, np - cut), 0);
+    int32_t in[TB * TT], tg[TB * TT];
+    s_data(in, tg, n, cfg->vocab_size);
+    float *before = malloc(np * sizeof(float)), *p[3];
+    for (int i = 0; i < 3; i++) REQUIRE((p[i] = malloc(np * sizeof(float))));
+    REQUIRE(before);
+    CHECK_EQ_INT(fw_model_read_params(m[0], before), 0);
+    fw_adamw opt = fw_adamw_defaults();
+    float norm = 0;
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(fw_model_zero_grad(m[i]), 0);
+        CHECK_EQ_INT(fw_model_forward(m[i], in, tg, TB, TT, NULL), 0);
+        CHECK_EQ_INT(fw_model_backward(m[i], 0), 0);
+    }
+    CHECK_EQ_INT(fw_model_step_adamw(m[0], &opt, 1, &norm), 0);
+    CHECK_EQ_INT(fw_model_step_adamw(m[1], &opt, 1, NULL), FW_ESTATE);
+    CHECK_EQ_INT(fw_model_step_adamw_norm(m[1], &opt, 1, norm), 0);
+    CHECK_EQ_INT(fw_model_step_adamw_norm(m[2], &opt, 1, norm), 0);
+    for (int i = 0; i < 3; i++) CHECK_EQ_INT(fw_model_read_params(m[i], p[i]), 0);
+    CHECK(memcmp(p[1], p[0], cut * sizeof(float)) == 0);
+    CHECK(memcmp(p[1] + cut, before + cut, (np - cut) * sizeof(float)) == 0);
+    CHECK(memcmp(p[2] + cut, p[0] + cut, (np - cut) * sizeof(float)) == 0);
+    CHECK(memcmp(p[2], before, cut * sizeof(float)) == 0);
+    free(before);
+    for (int i = 0; i < 3; i++) free(p[i]), fw_model_destroy(&m[i]);
+}
+
 int main(void) {
     RUN(test_device_present);
     if (fw_test_failed) return fw_test_summary();
@@ -345,6 +435,8 @@ int main(void) {
     RUN(test_embed_bf16);
     RUN(test_generate_fp32);
     RUN(test_generate_bf16);
+    RUN(test_backward_sync);
+    RUN(test_sharded_adamw);
     RUN(test_errors);
     return fw_test_summary();
 }

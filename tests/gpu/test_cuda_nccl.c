@@ -5,7 +5,10 @@
  * hands device memory to NCCL). World 2: two processes (forked before either
  * touches CUDA) meet at a tcp:// rendezvous, all-reduce 1M+3 device floats
  * and check every element of the sum, all-reduce a host scalar (the ring
- * path a token count takes), then broadcast from rank 1. With two or more GPUs the
+ * path a token count takes), then broadcast from rank 1, then ZeRO-1's
+ * reduce-scatter + all-gather (odd size: the last rank owns the tail) and
+ * the asynchronous bucket all-reduce of two ranges followed by
+ * fw_coll_sync_wait. With two or more GPUs the
  * ranks use cuda:0 and cuda:1 and must succeed. With one GPU both ranks share
  * it; NCCL 2.x refuses that ("Duplicate GPU detected"), so the test accepts
  * either a correct result or a clean failure whose detail says why, and
@@ -46,6 +49,20 @@ static void test_world1(void) {
     CHECKF(fw_coll_allreduce_sum(c, host, 3) == 0, "%s", fw_err_detail());
     CHECK(host[0] == 1.5f && host[1] == -2.0f && host[2] == 4.0f);
     CHECK_EQ_INT(fw_coll_barrier(c), 0);
+    /* world 1: the rank owns everything, sharded collectives keep the data */
+    size_t off = 1, len = 0;
+    fw_coll_shard(c, 1000, &off, &len);
+    CHECK(off == 0 && len == 1000);
+    size_t ro[1] = {3}, rl[1] = {500};
+    CHECKF(fw_coll_reduce_scatter_sum(c, d, 1000) == 0 && fw_coll_allgather(c, d, 1000) == 0 &&
+               fw_coll_allreduce_ranges(c, d, ro, rl, 1, (void *)cudaStreamLegacy) == 0 &&
+               fw_coll_sync_wait(c, (void *)cudaStreamLegacy) == 0,
+           "%s", fw_err_detail());
+    memset(back, 0, sizeof back);
+    cudaMemcpy(back, d, sizeof h, cudaMemcpyDeviceToHost);
+    CHECK(memcmp(back, h, sizeof h) == 0);
+    /* the nccl backend shards device buffers only */
+    CHECK_EQ_INT(fw_coll_reduce_scatter_sum(c, host, 3), FW_EINVAL);
     cudaFree(d);
     fw_coll_destroy(&c);
 }
@@ -82,6 +99,34 @@ static int s_rank(int rank, const char *rdv) {
     if (rc == 0) cudaMemcpy(h, d, 4096 * sizeof *h, cudaMemcpyDeviceToHost);
     for (size_t i = 0; rc == 0 && i < 4096; i++)
         if (h[i] != 7.0f) bad++;
+    /* ZeRO-1: reduce-scatter then all-gather of NBIG floats (NBIG is odd:
+     * the last rank owns the tail) is the all-reduce; each rank's part after
+     * the reduce-scatter already holds the sum. */
+    size_t off = 0, len = 0;
+    fw_coll_shard(c, NBIG, &off, &len);
+    if (off != (rank == 0 ? 0 : NBIG / 2) || off + len != (rank == 0 ? NBIG / 2 : NBIG)) bad++;
+    for (size_t i = 0; rc == 0 && i < NBIG; i++) h[i] = (float)(rank + 1) * (float)(i % 1000);
+    if (rc == 0) cudaMemcpy(d, h, NBIG * sizeof *h, cudaMemcpyHostToDevice);
+    if (rc == 0) rc = fw_coll_reduce_scatter_sum(c, d, NBIG);
+    if (rc == 0) cudaMemcpy(h, d, NBIG * sizeof *h, cudaMemcpyDeviceToHost);
+    for (size_t i = off; rc == 0 && i < off + len; i++)
+        if (h[i] != 3.0f * (float)(i % 1000)) bad++;
+    if (rc == 0) rc = fw_coll_allgather(c, d, NBIG);
+    if (rc == 0) cudaMemcpy(h, d, NBIG * sizeof *h, cudaMemcpyDeviceToHost);
+    for (size_t i = 0; rc == 0 && i < NBIG; i++)
+        if (h[i] != 3.0f * (float)(i % 1000)) bad++;
+    /* asynchronous ranges (the gradient bucket hook): queued after a kernel-
+     * free default stream, waited for, then read back on that stream */
+    size_t offs[2] = {10, 5000}, lens[2] = {990, 65000};
+    for (size_t i = 0; rc == 0 && i < NBIG; i++) h[i] = (float)(rank + 1);
+    if (rc == 0) cudaMemcpy(d, h, NBIG * sizeof *h, cudaMemcpyHostToDevice);
+    if (rc == 0) rc = fw_coll_allreduce_ranges(c, d, offs, lens, 2, (void *)cudaStreamLegacy);
+    if (rc == 0) rc = fw_coll_sync_wait(c, (void *)cudaStreamLegacy);
+    if (rc == 0) cudaMemcpy(h, d, NBIG * sizeof *h, cudaMemcpyDeviceToHost);
+    for (size_t i = 0; rc == 0 && i < 100000; i++) {
+        int in = (i >= 10 && i < 1000) || (i >= 5000 && i < 70000);
+        if (h[i] != (in ? 3.0f : (float)(rank + 1))) bad++;
+    }
     if (rc != 0 || bad)
         fprintf(stderr, "rank %d: rc %d (%s), %zu wrong\n", rank, rc, fw_err_detail(), bad);
     cudaFree(d);
