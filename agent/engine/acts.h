@@ -62,4 +62,31 @@ static inline float *fw_acts_layer(const fw_acts *a, float *base, size_t N, size
     return a->full ? base + (size_t)l * N * width : base;
 }
 
+/* Layer l's view of the activations, as the forward and backward loops of
+ * both backends read it: res is the layer's input (the embedding for layer
+ * 0, else the previous layer's res3), the rest are its own slots. */
+typedef struct {
+    float *res, *ln1, *ln1m, *ln1r, *qkv, *atty, *lse, *res2, *ln2, *ln2m, *ln2r, *fch, *fchg,
+        *res3;
+} fw_acts_l;
+
+static inline fw_acts_l fw_acts_at(const fw_acts *a, size_t N, size_t C, size_t NH, int l) {
+    fw_acts_l v;
+    v.res = l == 0 ? a->encoded : fw_acts_layer(a, a->res3, N, C, l - 1);
+    v.ln1 = fw_acts_layer(a, a->ln1, N, C, l);
+    v.ln1m = fw_acts_layer(a, a->ln1_mean, N, 1, l);
+    v.ln1r = fw_acts_layer(a, a->ln1_rstd, N, 1, l);
+    v.qkv = fw_acts_layer(a, a->qkv, N, 3 * C, l);
+    v.atty = fw_acts_layer(a, a->atty, N, C, l);
+    v.lse = fw_acts_layer(a, a->lse, N, NH, l);
+    v.res2 = fw_acts_layer(a, a->res2, N, C, l);
+    v.ln2 = fw_acts_layer(a, a->ln2, N, C, l);
+    v.ln2m = fw_acts_layer(a, a->ln2_mean, N, 1, l);
+    v.ln2r = fw_acts_layer(a, a->ln2_rstd, N, 1, l);
+    v.fch = fw_acts_layer(a, a->fch, N, 4 * C, l);
+    v.fchg = fw_acts_layer(a, a->fchg, N, 4 * C, l);
+    v.res3 = fw_acts_layer(a, a->res3, N, C, l);
+    return v;
+}
+
 #endif

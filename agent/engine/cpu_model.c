@@ -242,36 +242,25 @@ static int s_forward_body(cpu_be *be, int B, int T) {
     cpu_encoder_forward(a->encoded, be->inputs, s_param(be, FW_P_WTE), s_param(be, FW_P_WPE), B, T,
                         C);
     for (int l = 0; l < L; l++) {
-        float *res = l == 0 ? a->encoded : fw_acts_layer(a, a->res3, n, C, l - 1);
-        float *ln1 = fw_acts_layer(a, a->ln1, n, C, l),
-              *ln1m = fw_acts_layer(a, a->ln1_mean, n, 1, l);
-        float *ln1r = fw_acts_layer(a, a->ln1_rstd, n, 1, l),
-              *qkv = fw_acts_layer(a, a->qkv, n, 3 * C, l);
-        float *atty = fw_acts_layer(a, a->atty, n, C, l), *lse = fw_acts_layer(a, a->lse, n, NH, l);
-        float *res2 = fw_acts_layer(a, a->res2, n, C, l), *ln2 = fw_acts_layer(a, a->ln2, n, C, l);
-        float *ln2m = fw_acts_layer(a, a->ln2_mean, n, 1, l),
-              *ln2r = fw_acts_layer(a, a->ln2_rstd, n, 1, l);
-        float *fch = fw_acts_layer(a, a->fch, n, 4 * C, l),
-              *fchg = fw_acts_layer(a, a->fchg, n, 4 * C, l);
-        float *res3 = fw_acts_layer(a, a->res3, n, C, l);
+        fw_acts_l v = fw_acts_at(a, n, C, NH, l);
         size_t lc = (size_t)l * C;
-        cpu_layernorm_forward(ln1, ln1m, ln1r, res, s_param(be, FW_P_LN1W) + lc,
+        cpu_layernorm_forward(v.ln1, v.ln1m, v.ln1r, v.res, s_param(be, FW_P_LN1W) + lc,
                               s_param(be, FW_P_LN1B) + lc, N, C, cfg->layer_norm_eps);
-        cpu_matmul_forward(qkv, ln1, s_param(be, FW_P_QKVW) + lc * 3 * C,
+        cpu_matmul_forward(v.qkv, v.ln1, s_param(be, FW_P_QKVW) + lc * 3 * C,
                            s_param(be, FW_P_QKVB) + 3 * lc, N, C, 3 * C);
-        int rc = cpu_attention_forward(atty, lse, qkv, B, T, C, NH);
+        int rc = cpu_attention_forward(v.atty, v.lse, v.qkv, B, T, C, NH);
         if (rc < 0) return rc;
-        cpu_matmul_forward(res2, atty, s_param(be, FW_P_ATTPROJW) + lc * C,
+        cpu_matmul_forward(v.res2, v.atty, s_param(be, FW_P_ATTPROJW) + lc * C,
                            s_param(be, FW_P_ATTPROJB) + lc, N, C, C);
-        cpu_residual_add(res2, res, n * C);
-        cpu_layernorm_forward(ln2, ln2m, ln2r, res2, s_param(be, FW_P_LN2W) + lc,
+        cpu_residual_add(v.res2, v.res, n * C);
+        cpu_layernorm_forward(v.ln2, v.ln2m, v.ln2r, v.res2, s_param(be, FW_P_LN2W) + lc,
                               s_param(be, FW_P_LN2B) + lc, N, C, cfg->layer_norm_eps);
-        cpu_matmul_forward(fch, ln2, s_param(be, FW_P_FCW) + lc * 4 * C,
+        cpu_matmul_forward(v.fch, v.ln2, s_param(be, FW_P_FCW) + lc * 4 * C,
                            s_param(be, FW_P_FCB) + 4 * lc, N, C, 4 * C);
-        cpu_gelu_forward(fchg, fch, n * 4 * C);
-        cpu_matmul_forward(res3, fchg, s_param(be, FW_P_FCPROJW) + lc * 4 * C,
+        cpu_gelu_forward(v.fchg, v.fch, n * 4 * C);
+        cpu_matmul_forward(v.res3, v.fchg, s_param(be, FW_P_FCPROJW) + lc * 4 * C,
                            s_param(be, FW_P_FCPROJB) + lc, N, 4 * C, C);
-        cpu_residual_add(res3, res2, n * C);
+        cpu_residual_add(v.res3, v.res2, n * C);
     }
     cpu_layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, fw_acts_layer(a, a->res3, n, C, L - 1),
                           s_param(be, FW_P_LNFW), s_param(be, FW_P_LNFB), N, C,
@@ -354,38 +343,28 @@ static int cpu_backward(void *p, float grad_scale, const fw_grad_sync *sync) {
                            a->lnf_mean, a->lnf_rstd, N, C);
 
     for (int l = L - 1; l >= 0; l--) {
-        float *res = l == 0 ? a->encoded : fw_acts_layer(a, a->res3, n, C, l - 1);
-        float *ln1 = fw_acts_layer(a, a->ln1, n, C, l),
-              *ln1m = fw_acts_layer(a, a->ln1_mean, n, 1, l);
-        float *ln1r = fw_acts_layer(a, a->ln1_rstd, n, 1, l),
-              *qkv = fw_acts_layer(a, a->qkv, n, 3 * C, l);
-        float *atty = fw_acts_layer(a, a->atty, n, C, l), *lse = fw_acts_layer(a, a->lse, n, NH, l);
-        float *res2 = fw_acts_layer(a, a->res2, n, C, l), *ln2 = fw_acts_layer(a, a->ln2, n, C, l);
-        float *ln2m = fw_acts_layer(a, a->ln2_mean, n, 1, l),
-              *ln2r = fw_acts_layer(a, a->ln2_rstd, n, 1, l);
-        float *fch = fw_acts_layer(a, a->fch, n, 4 * C, l),
-              *fchg = fw_acts_layer(a, a->fchg, n, 4 * C, l);
+        fw_acts_l v = fw_acts_at(a, n, C, NH, l);
         size_t lc = (size_t)l * C;
 
         /* res3 = res2 + fcproj(gelu(fc(ln2(res2)))): dresid is d(res3). */
         cpu_matmul_backward(d4c, s_grad(be, FW_P_FCPROJW) + lc * 4 * C,
-                            s_grad(be, FW_P_FCPROJB) + lc, dresid, fchg,
+                            s_grad(be, FW_P_FCPROJB) + lc, dresid, v.fchg,
                             s_param(be, FW_P_FCPROJW) + lc * 4 * C, N, 4 * C, C);
-        cpu_gelu_backward(d4c, fch, d4c, n * 4 * C);
+        cpu_gelu_backward(d4c, v.fch, d4c, n * 4 * C);
         cpu_matmul_backward(dbuf, s_grad(be, FW_P_FCW) + lc * 4 * C, s_grad(be, FW_P_FCB) + 4 * lc,
-                            d4c, ln2, s_param(be, FW_P_FCW) + lc * 4 * C, N, C, 4 * C);
+                            d4c, v.ln2, s_param(be, FW_P_FCW) + lc * 4 * C, N, C, 4 * C);
         cpu_layernorm_backward(dresid, s_grad(be, FW_P_LN2W) + lc, s_grad(be, FW_P_LN2B) + lc, dbuf,
-                               res2, s_param(be, FW_P_LN2W) + lc, ln2m, ln2r, N, C);
+                               v.res2, s_param(be, FW_P_LN2W) + lc, v.ln2m, v.ln2r, N, C);
         /* res2 = res + attproj(attention(qkv(ln1(res)))): dresid is now d(res2). */
         cpu_matmul_backward(dbuf, s_grad(be, FW_P_ATTPROJW) + lc * C,
-                            s_grad(be, FW_P_ATTPROJB) + lc, dresid, atty,
+                            s_grad(be, FW_P_ATTPROJB) + lc, dresid, v.atty,
                             s_param(be, FW_P_ATTPROJW) + lc * C, N, C, C);
-        if ((rc = cpu_attention_backward(dqkv, dbuf, qkv, lse, B, T, C, NH)) < 0) return rc;
+        if ((rc = cpu_attention_backward(dqkv, dbuf, v.qkv, v.lse, B, T, C, NH)) < 0) return rc;
         cpu_matmul_backward(dbuf, s_grad(be, FW_P_QKVW) + lc * 3 * C,
-                            s_grad(be, FW_P_QKVB) + 3 * lc, dqkv, ln1,
+                            s_grad(be, FW_P_QKVB) + 3 * lc, dqkv, v.ln1,
                             s_param(be, FW_P_QKVW) + lc * 3 * C, N, C, 3 * C);
         cpu_layernorm_backward(dresid, s_grad(be, FW_P_LN1W) + lc, s_grad(be, FW_P_LN1B) + lc, dbuf,
-                               res, s_param(be, FW_P_LN1W) + lc, ln1m, ln1r, N, C);
+                               v.res, s_param(be, FW_P_LN1W) + lc, v.ln1m, v.ln1r, N, C);
         if (sync && (rc = fw_grad_sync_bucket(sync, cfg, L - 1 - l, NULL)) < 0) return rc;
     }
     cpu_encoder_backward(s_grad(be, FW_P_WTE), s_grad(be, FW_P_WPE), dresid, be->inputs, B, T, C);

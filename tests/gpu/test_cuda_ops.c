@@ -4,8 +4,8 @@
  * Error measure: normwise relative error max|gpu - cpu| / max|cpu| over the
  * whole output (NaN counts as infinite). Tolerances:
  *   FP32 kernels (elementwise, LayerNorm, softmax, cross-entropy, AdamW,
- *   FP32 GEMMs, attention in FP32): 2e-5 - float rounding in a different
- *   summation order, nothing more;
+ *   FP32 GEMMs, attention in FP32 on both paths, flash and GEMM): 2e-5 -
+ *   float rounding in a different summation order, nothing more;
  *   BF16 GEMMs (8-bit mantissa operands, FP32 accumulation) and attention
  *   in TF32: 1e-2.
  * Outputs the kernels overwrite are NaN-poisoned on the device (cuda_ops.h),
@@ -18,6 +18,7 @@
 #include "fw_test.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -141,28 +142,115 @@ static void test_matmul_bf16(void) {
     s_matmul(1, 0);
 }
 
-static void s_attention(int bf16) {
+/* Attention shapes: partial tiles and the causal diagonal for both paths.
+ * Flash tiles (flash_attention.cuh) are 32 keys wide and 32 queries tall
+ * (hs <= 64) or 16/8 (hs <= 128), so T = 1, 31, 33, 37, 45, 70, 77, 130
+ * cover a lone row, one short tile, a one-row spill, and several tiles with
+ * a ragged end; hs 24, 48 (not a multiple of 32), 32, 64 and 128 cover
+ * every compiled hs_max; B*NH > 1 everywhere but the T = 1 case. */
+typedef struct {
+    int b, t, c, nh;
+} att_shape;
+
+static const att_shape s_att_shapes[] = {
+    {B, T, C, NH}, /* hs 24 */
+    {1, 1, 64, 1},    {2, 31, 128, 2}, {3, 77, 128, 4}, {2, 70, 256, 2},
+    {1, 130, 128, 2}, {2, 45, 144, 3}, {2, 33, 256, 2},
+};
+
+/* One path (mode, cuda_ops.h) against the CPU reference: out and lse of
+ * the forward, dqkv of the backward (from the CPU's lse, so a forward error
+ * does not leak into the backward comparison). */
+static void s_attention(att_shape sh, int mode, int bf16) {
     double tol = bf16 ? TOL16 : TOL32;
-    size_t n3 = (size_t)N * 3 * C, nc = (size_t)N * C, nl = (size_t)B * NH * T;
+    int failed_before = fw_test_failed;
+    size_t n = (size_t)sh.b * sh.t, n3 = n * 3 * sh.c, nc = n * sh.c;
+    size_t nl = (size_t)sh.b * sh.nh * sh.t;
     float *qkv = s_rand(n3, 1.5f);
     float *o_r = malloc(nc * 4), *o_g = malloc(nc * 4), *l_r = malloc(nl * 4),
           *l_g = malloc(nl * 4);
-    OK(cpu_attention_forward(o_r, l_r, qkv, B, T, C, NH));
-    OK(fw_cuda_op_attention_forward(bf16, o_g, l_g, qkv, B, T, C, NH));
+    OK(cpu_attention_forward(o_r, l_r, qkv, sh.b, sh.t, sh.c, sh.nh));
+    OK(fw_cuda_op_attention_forward(bf16, mode, o_g, l_g, qkv, sh.b, sh.t, sh.c, sh.nh));
     CHECK_CLOSE(o_g, o_r, nc, tol);
     CHECK_CLOSE(l_g, l_r, nl, tol);
     float *dout = s_rand(nc, 1), *d_r = malloc(n3 * 4), *d_g = malloc(n3 * 4);
-    OK(cpu_attention_backward(d_r, dout, qkv, l_r, B, T, C, NH));
-    OK(fw_cuda_op_attention_backward(bf16, d_g, dout, qkv, l_r, B, T, C, NH));
+    OK(cpu_attention_backward(d_r, dout, qkv, l_r, sh.b, sh.t, sh.c, sh.nh));
+    OK(fw_cuda_op_attention_backward(bf16, mode, d_g, dout, qkv, l_r, sh.b, sh.t, sh.c, sh.nh));
     CHECK_CLOSE(d_g, d_r, n3, tol);
+    if (fw_test_failed > failed_before)
+        fprintf(stderr, "  (attention mode %d bf16 %d B=%d T=%d C=%d NH=%d)\n", mode, bf16, sh.b,
+                sh.t, sh.c, sh.nh);
     free(qkv), free(o_r), free(o_g), free(l_r), free(l_g), free(dout), free(d_r), free(d_g);
 }
 
+/* FP32, both paths, every shape: 2e-5 normwise relative (TOL32). */
 static void test_attention_fp32(void) {
-    s_attention(0);
+    for (size_t i = 0; i < sizeof s_att_shapes / sizeof s_att_shapes[0]; i++) {
+        s_attention(s_att_shapes[i], FW_CUDA_ATT_FLASH, 0);
+        s_attention(s_att_shapes[i], FW_CUDA_ATT_GEMM, 0);
+    }
 }
+
+/* TF32 GEMMs (the GEMM path under bf16 precision): 1e-2 (TOL16). */
 static void test_attention_tf32(void) {
-    s_attention(1);
+    s_attention(s_att_shapes[0], FW_CUDA_ATT_GEMM, 1);
+}
+
+/* hs = 160: the flash kernels refuse it by name, the default path falls
+ * back to the GEMMs and still matches the CPU. */
+static void test_attention_flash_refuses(void) {
+    att_shape sh = {1, 5, 160, 1};
+    float *qkv = s_rand((size_t)sh.t * 3 * sh.c, 1), out[5 * 160], lse[5], dq[5 * 480],
+          dout[5 * 160] = {0};
+    int rc =
+        fw_cuda_op_attention_forward(0, FW_CUDA_ATT_FLASH, out, lse, qkv, sh.b, sh.t, sh.c, sh.nh);
+    CHECK_EQ_INT(rc, FW_EINVAL);
+    CHECKF(strstr(fw_err_detail(), "hs=160") != NULL, "detail: %s", fw_err_detail());
+    rc = fw_cuda_op_attention_backward(0, FW_CUDA_ATT_FLASH, dq, dout, qkv, lse, sh.b, sh.t, sh.c,
+                                       sh.nh);
+    CHECK_EQ_INT(rc, FW_EINVAL);
+    CHECKF(strstr(fw_err_detail(), "hs=160") != NULL, "detail: %s", fw_err_detail());
+    free(qkv);
+    s_attention(sh, FW_CUDA_ATT_DEFAULT, 0); /* flash unless FW_CUDA_ATTENTION=gemm: GEMMs */
+}
+
+/* The flash path gives the same bits run to run (no atomics, fixed
+ * summation order): forward twice, backward twice, memcmp. */
+static void test_attention_flash_deterministic(void) {
+    att_shape sh = {2, 200, 128, 2};
+    size_t n = (size_t)sh.b * sh.t, n3 = n * 3 * sh.c, nc = n * sh.c;
+    size_t nl = (size_t)sh.b * sh.nh * sh.t;
+    float *qkv = s_rand(n3, 1.5f), *dout = s_rand(nc, 1);
+    float *o1 = malloc(nc * 4), *o2 = malloc(nc * 4), *l1 = malloc(nl * 4), *l2 = malloc(nl * 4);
+    float *d1 = malloc(n3 * 4), *d2 = malloc(n3 * 4);
+    OK(fw_cuda_op_attention_forward(0, FW_CUDA_ATT_FLASH, o1, l1, qkv, sh.b, sh.t, sh.c, sh.nh));
+    OK(fw_cuda_op_attention_forward(0, FW_CUDA_ATT_FLASH, o2, l2, qkv, sh.b, sh.t, sh.c, sh.nh));
+    CHECK(memcmp(o1, o2, nc * 4) == 0);
+    CHECK(memcmp(l1, l2, nl * 4) == 0);
+    OK(fw_cuda_op_attention_backward(0, FW_CUDA_ATT_FLASH, d1, dout, qkv, l1, sh.b, sh.t, sh.c,
+                                     sh.nh));
+    OK(fw_cuda_op_attention_backward(0, FW_CUDA_ATT_FLASH, d2, dout, qkv, l1, sh.b, sh.t, sh.c,
+                                     sh.nh));
+    CHECK(memcmp(d1, d2, n3 * 4) == 0);
+    free(qkv), free(dout), free(o1), free(o2), free(l1), free(l2), free(d1), free(d2);
+}
+
+/* FW_CUDA_ATTENTION's values (no device needed). */
+static void test_attention_mode(void) {
+    int m = -1;
+    CHECK_EQ_INT(fw_cuda_attention_mode_parse(NULL, &m), 0);
+    CHECK_EQ_INT(m, FW_CUDA_ATT_FLASH);
+    m = -1;
+    CHECK_EQ_INT(fw_cuda_attention_mode_parse("", &m), 0);
+    CHECK_EQ_INT(m, FW_CUDA_ATT_FLASH);
+    CHECK_EQ_INT(fw_cuda_attention_mode_parse("gemm", &m), 0);
+    CHECK_EQ_INT(m, FW_CUDA_ATT_GEMM);
+    CHECK_EQ_INT(fw_cuda_attention_mode_parse("flash", &m), 0);
+    CHECK_EQ_INT(m, FW_CUDA_ATT_FLASH);
+    CHECK_EQ_INT(fw_cuda_attention_mode_parse("Flash2", &m), FW_EINVAL);
+    const char *d = fw_err_detail();
+    CHECKF(strstr(d, "FW_CUDA_ATTENTION") && strstr(d, "Flash2") && strstr(d, "flash or gemm"),
+           "detail: %s", d);
 }
 
 static void test_gelu(void) {
@@ -226,14 +314,17 @@ static void test_sumsq_adamw(void) {
 }
 
 int main(void) {
+    RUN(test_attention_mode); /* before the device check: it needs none */
     RUN(test_device);
-    if (fw_test_failed) return fw_test_summary();
+    if (fw_test_failed) return fw_test_summary(); /* test_attention_mode passes without one */
     RUN(test_encoder);
     RUN(test_layernorm);
     RUN(test_matmul_fp32);
     RUN(test_matmul_bf16);
     RUN(test_attention_fp32);
     RUN(test_attention_tf32);
+    RUN(test_attention_flash_refuses);
+    RUN(test_attention_flash_deterministic);
     RUN(test_gelu);
     RUN(test_crossentropy);
     RUN(test_sumsq_adamw);

@@ -10,7 +10,16 @@
  * every root; that a barrier waits for the slowest rank; that mismatched
  * calls fail with FW_EPROTO and poison the group; and that a rank which never
  * joins, a missing rank 0 or a peer that dies make the others fail with
- * FW_ETIMEDOUT after about timeout_ms instead of hanging. */
+ * FW_ETIMEDOUT after about timeout_ms instead of hanging.
+ *
+ * Sharded collectives (ZeRO-1), worlds 2..4, the same awkward sizes: after a
+ * reduce-scatter every rank's own part (fw_coll_shard) is bit for bit the
+ * all-reduce of the same data, and the parts are disjoint, cover the buffer
+ * and are the documented ring segments; reduce-scatter + all-gather is the
+ * all-reduce; an all-gather of rank-specific own parts gives every rank the
+ * same whole buffer; an all-reduce of a few ranges sums those and touches
+ * nothing else; and a rank in reduce-scatter facing one in all-reduce or
+ * all-gather fails with FW_EPROTO at once, not after a timeout. */
 #include "collective.h"
 #include "fw_err.h"
 #include "fw_test.h"
@@ -30,11 +39,13 @@ typedef struct {
     int64_t ms[MAXW][4];
     int rc[MAXW][4];
     char detail[MAXW][256];
-    int joined[MAXW]; /* set (atomically) once a rank's fw_coll_new returned */
+    int joined[MAXW];          /* set (atomically) once a rank's fw_coll_new returned */
+    size_t shard[MAXW][16][2]; /* fw_coll_shard's off, len per rank per size */
 } shared_out;
 
 static shared_out *g_out;
 static char g_rdv[64];
+static int g_variant; /* set by the parent before s_run: which flavour of a scenario */
 
 typedef void (*rank_fn)(int rank, int world);
 
@@ -230,6 +241,190 @@ static void s_dead_peer(int rank, int world) {
     fw_coll_destroy(&c);
 }
 
+/* ---- sharded collectives ---------------------------------------------- */
+
+#define NSIZES (sizeof k_sizes / sizeof k_sizes[0])
+
+/* The documented ring partition: rank r owns segment (r+1) mod w. */
+static void s_ring_part(size_t n, int w, int r, size_t *off, size_t *len) {
+    int j = (r + 1) % w;
+    *off = n * (size_t)j / (size_t)w;
+    *len = n * (size_t)(j + 1) / (size_t)w - *off;
+}
+
+/* Random floats (not exact integers, so a different summation order would
+ * show): each rank's own part after a reduce-scatter must be bitwise the
+ * all-reduce of the same data; then an all-gather must complete it to the
+ * whole all-reduce. */
+static void s_reduce_scatter(int rank, int world) {
+    fw_coll *c = s_join(rank, world);
+    if (!c) return;
+    for (size_t t = 0; t < NSIZES; t++) {
+        size_t n = k_sizes[t], off = 0, len = 0;
+        float *v = malloc((n ? n : 1) * sizeof *v), *u = malloc((n ? n : 1) * sizeof *u);
+        uint64_t st = 5000 + 17 * (uint64_t)rank + t;
+        for (size_t i = 0; i < n; i++) u[i] = v[i] = s_rand_float(&st) * (float)(rank + 1);
+        CHECKF(fw_coll_allreduce_sum(c, n ? u : NULL, n) == 0, "rank %d n %zu: %s", rank, n,
+               fw_err_detail());
+        CHECKF(fw_coll_reduce_scatter_sum(c, n ? v : NULL, n) == 0, "rank %d n %zu: %s", rank, n,
+               fw_err_detail());
+        fw_coll_shard(c, n, &off, &len);
+        g_out->shard[rank][t][0] = off, g_out->shard[rank][t][1] = len;
+        int inside = off <= n && len <= n - off;
+        CHECKF(inside, "rank %d n %zu: part [%zu, +%zu)", rank, n, off, len);
+        if (inside)
+            CHECKF(len == 0 || memcmp(v + off, u + off, len * sizeof *v) == 0,
+                   "rank %d n %zu: own part [%zu, +%zu) differs from the all-reduce", rank, n, off,
+                   len);
+        CHECKF(fw_coll_allgather(c, n ? v : NULL, n) == 0, "rank %d n %zu: %s", rank, n,
+               fw_err_detail());
+        CHECKF(n == 0 || memcmp(v, u, n * sizeof *v) == 0,
+               "rank %d n %zu: reduce-scatter + all-gather differs from all-reduce", rank, n);
+        g_out->hash[rank][t] = s_fnv(v, n * sizeof *v);
+        free(v), free(u);
+    }
+    fw_coll_destroy(&c);
+}
+
+/* Own part filled with values naming its rank, the rest with rank-specific
+ * garbage: after the all-gather every element holds its owner's value. */
+static float s_gather_val(size_t i, int owner) {
+    return (float)(owner + 1) * 1000.0f + (float)(i % 997) * 0.5f;
+}
+
+static void s_allgather(int rank, int world) {
+    fw_coll *c = s_join(rank, world);
+    if (!c) return;
+    for (size_t t = 0; t < NSIZES; t++) {
+        size_t n = k_sizes[t], off = 0, len = 0;
+        float *v = malloc((n ? n : 1) * sizeof *v);
+        fw_coll_shard(c, n, &off, &len);
+        for (size_t i = 0; i < n; i++)
+            v[i] = i >= off && i - off < len ? s_gather_val(i, rank) : -1.0f - (float)rank;
+        CHECKF(fw_coll_allgather(c, n ? v : NULL, n) == 0, "rank %d n %zu: %s", rank, n,
+               fw_err_detail());
+        size_t wrong = 0;
+        for (int r = 0; r < world; r++) {
+            size_t o, l;
+            s_ring_part(n, world, r, &o, &l);
+            for (size_t i = o; i < o + l; i++) wrong += v[i] != s_gather_val(i, r);
+        }
+        CHECKF(wrong == 0, "rank %d n %zu: %zu elements not their owner's", rank, n, wrong);
+        g_out->hash[rank][t] = s_fnv(v, n * sizeof *v);
+        free(v);
+    }
+    fw_coll_destroy(&c);
+}
+
+/* A few ranges of a multi-chunk buffer (one empty, one of a single float,
+ * one longer than a chunk, one ending at the buffer's end). Integers, so the
+ * sums are exact. */
+static void s_ranges(int rank, int world) {
+    fw_coll *c = s_join(rank, world);
+    if (!c) return;
+    const size_t n = 300007;
+    const size_t offs[] = {3, 1000, 1001, 40000, n - 5}, lens[] = {250, 0, 1, 200003, 5};
+    const int k = 5;
+    float *v = malloc(n * sizeof *v);
+    for (size_t i = 0; i < n; i++) v[i] = (float)((rank + 1) * (int)(i % 97) + rank);
+    CHECKF(fw_coll_allreduce_ranges(c, v, offs, lens, k, NULL) == 0, "rank %d: %s", rank,
+           fw_err_detail());
+    CHECK_EQ_INT(fw_coll_sync_wait(c, NULL), 0);
+    size_t wrong_in = 0, wrong_out = 0;
+    for (size_t i = 0; i < n; i++) {
+        int in = 0;
+        for (int j = 0; j < k; j++) in |= i >= offs[j] && i - offs[j] < lens[j];
+        int m = (int)(i % 97);
+        float want = in ? (float)(m * world * (world + 1) / 2 + world * (world - 1) / 2)
+                        : (float)((rank + 1) * m + rank);
+        if (v[i] != want && in) wrong_in++;
+        if (v[i] != want && !in) wrong_out++;
+    }
+    CHECKF(wrong_in == 0, "rank %d: %zu elements in the ranges not summed", rank, wrong_in);
+    CHECKF(wrong_out == 0, "rank %d: %zu elements outside the ranges touched", rank, wrong_out);
+    /* No ranges: nothing sent, the group stays in step (the barrier proves it). */
+    CHECK_EQ_INT(fw_coll_allreduce_ranges(c, v, offs, lens, 0, NULL), 0);
+    CHECK_EQ_INT(fw_coll_barrier(c), 0);
+    free(v);
+    fw_coll_destroy(&c);
+}
+
+/* Rank 0 reduce-scatters; rank 1 all-reduces (variant 0) or all-gathers
+ * (variant 1) the same size: both must fail with FW_EPROTO well before the
+ * timeout, and the group must refuse further work. */
+static void s_shard_mismatch(int rank, int world) {
+    fw_coll *c = s_join(rank, world);
+    if (!c) return;
+    size_t n = 1000;
+    float *v = calloc(n, sizeof *v);
+    int64_t t0 = fw_mono_ms();
+    int rc = rank == 0        ? fw_coll_reduce_scatter_sum(c, v, n)
+             : g_variant == 0 ? fw_coll_allreduce_sum(c, v, n)
+                              : fw_coll_allgather(c, v, n);
+    g_out->ms[rank][0] = fw_mono_ms() - t0;
+    g_out->rc[rank][0] = rc;
+    snprintf(g_out->detail[rank], sizeof g_out->detail[rank], "%s", fw_err_detail());
+    g_out->rc[rank][1] = fw_coll_reduce_scatter_sum(c, v, n);
+    free(v);
+    fw_coll_destroy(&c);
+}
+
+static void test_reduce_scatter(void) {
+    for (int w = 2; w <= MAXW; w++) {
+        CHECKF(s_run(w, w, s_reduce_scatter) == 0, "world %d", w);
+        for (size_t t = 0; t < NSIZES; t++) {
+            size_t n = k_sizes[t], total = 0;
+            for (int r = 0; r < w; r++) {
+                size_t o = g_out->shard[r][t][0], l = g_out->shard[r][t][1], eo, el;
+                total += l;
+                s_ring_part(n, w, r, &eo, &el);
+                CHECKF(o == eo && l == el,
+                       "world %d n %zu rank %d: part [%zu, +%zu), ring "
+                       "segment is [%zu, +%zu)",
+                       w, n, r, o, l, eo, el);
+                CHECKF(o <= n && l <= n - o, "world %d n %zu rank %d: [%zu, +%zu) outside", w, n, r,
+                       o, l);
+                for (int q = 0; q < r; q++) {
+                    size_t o2 = g_out->shard[q][t][0], l2 = g_out->shard[q][t][1];
+                    CHECKF(l == 0 || l2 == 0 || o + l <= o2 || o2 + l2 <= o,
+                           "world %d n %zu: parts of ranks %d and %d overlap", w, n, q, r);
+                }
+                CHECK(g_out->hash[r][t] == g_out->hash[0][t]);
+            }
+            /* Disjoint, inside [0, n) and adding up to n: they cover it. */
+            CHECKF(total == n, "world %d n %zu: parts add up to %zu", w, n, total);
+        }
+    }
+}
+
+static void test_allgather(void) {
+    for (int w = 2; w <= MAXW; w++) {
+        CHECKF(s_run(w, w, s_allgather) == 0, "world %d", w);
+        for (int r = 1; r < w; r++)
+            for (size_t t = 0; t < NSIZES; t++) CHECK(g_out->hash[r][t] == g_out->hash[0][t]);
+    }
+}
+
+static void test_ranges(void) {
+    for (int w = 2; w <= MAXW; w++) CHECKF(s_run(w, w, s_ranges) == 0, "world %d", w);
+}
+
+static void test_shard_mismatch(void) {
+    for (g_variant = 0; g_variant < 2; g_variant++) {
+        CHECKF(s_run(2, 2, s_shard_mismatch) == 0, "variant %d", g_variant);
+        for (int r = 0; r < 2; r++) {
+            CHECKF(g_out->rc[r][0] == FW_EPROTO, "variant %d rank %d: rc %d (%s)", g_variant, r,
+                   g_out->rc[r][0], g_out->detail[r]);
+            CHECKF(strstr(g_out->detail[r], "different collectives") != NULL, "%s",
+                   g_out->detail[r]);
+            CHECKF(g_out->ms[r][0] < TMO / 2, "variant %d rank %d: failed after %lld ms", g_variant,
+                   r, (long long)g_out->ms[r][0]);
+            CHECK_EQ_INT(g_out->rc[r][1], FW_ESTATE);
+        }
+    }
+    g_variant = 0;
+}
+
 static void test_integer_sums(void) {
     for (int w = 2; w <= 3; w++) {
         CHECKF(s_run(w, w, s_integer_sums) == 0, "world %d", w);
@@ -309,5 +504,9 @@ int main(void) {
     RUN(test_missing_rank);
     RUN(test_missing_root);
     RUN(test_dead_peer);
+    RUN(test_reduce_scatter);
+    RUN(test_allgather);
+    RUN(test_ranges);
+    RUN(test_shard_mismatch);
     return fw_test_summary();
 }

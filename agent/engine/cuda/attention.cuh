@@ -1,10 +1,24 @@
-/* attention.cuh - causal self-attention: strided-batched cuBLAS GEMMs and a
- * fused causal softmax, plus the single-query kernel of the KV cache.
+/* attention.cuh - causal self-attention: the fused flash kernels of
+ * flash_attention.cuh by default, strided-batched cuBLAS GEMMs with a fused
+ * causal softmax as the fallback, plus the single-query kernel of the KV
+ * cache.
  *
- * Layout: qkv is [B, T, 3C] (q | k | v, heads hs-wide inside each), as the
- * QKV linear layer writes it. The GEMMs want one [T, hs] matrix per (b, h),
- * so q, k, v are first gathered into [B, NH, T, hs] ("heads" layout) and the
- * result scattered back into [B, T, C].
+ * Path selection (attention_forward / attention_backward):
+ *   FW_CUDA_ATTENTION unset, "" or "flash": the flash kernels when the head
+ *       size is supported (hs <= 128, C a multiple of NH), else the GEMMs;
+ *   FW_CUDA_ATTENTION=gemm: always the GEMMs;
+ *   anything else: FW_EINVAL naming the variable and the allowed values.
+ * The variable is read once per process. Both paths write the same lse
+ * ([B, NH, T], natural-log log-sum-exp of scale * scores over keys 0..t,
+ * as cpu_attention_forward), so either backward follows either forward.
+ * The flash path is FP32 whatever FW_CUDA_PRECISION says (the GEMM path
+ * runs TF32 under bf16), and of the scratch it uses only B*NH*T floats in
+ * backward (the D row sums) and nothing in forward.
+ *
+ * GEMM path. Layout: qkv is [B, T, 3C] (q | k | v, heads hs-wide inside
+ * each), as the QKV linear layer writes it. The GEMMs want one [T, hs]
+ * matrix per (b, h), so q, k, v are first gathered into [B, NH, T, hs]
+ * ("heads" layout) and the result scattered back into [B, T, C].
  *
  * Forward per group of batch rows (the score buffer holds at most att_cap
  * floats, so memory stays bounded for long sequences):
@@ -18,12 +32,16 @@
  * Masked entries (key after query) of P and dS are written as 0, so the
  * GEMMs may run over the full square. This is the "straightforward"
  * attention of llm.c's first CUDA version, O(T^2) scratch per head but no
- * O(T^2) state kept across the step; a flash-style kernel is the next step
- * (docs/gpu.md). */
+ * O(T^2) state kept across the step. */
 #ifndef FW_CUDA_ATTENTION_CUH
 #define FW_CUDA_ATTENTION_CUH
 
+#include "flash_attention.cuh"
 #include "matmul.cuh"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* dst[b, h, t, d] = src[(b*T + t)*stride + off + h*hs + d] */
 __global__ static void heads_gather_kernel(float *dst, const float *src, int stride, int off, int B,
@@ -114,9 +132,10 @@ static inline unsigned s_warp_blocks(size_t rows) {
     return (unsigned)((rows + 7) / 8);
 }
 
-/* scratch: 4*N*C floats (q, k, v, y) then att_floats floats of scores. */
-static int attention_forward(cuda_gemm *g, float *out, float *lse, const float *qkv, int B, int T,
-                             int C, int NH, float *scratch, size_t att_floats) {
+/* GEMM path. scratch: 4*N*C floats (q, k, v, y) then att_floats floats of
+ * scores. */
+static int s_attention_forward_gemm(cuda_gemm *g, float *out, float *lse, const float *qkv, int B,
+                                    int T, int C, int NH, float *scratch, size_t att_floats) {
     int hs = C / NH;
     size_t NC = (size_t)B * T * C, C3 = 3 * (size_t)C;
     float *q = scratch, *k = q + NC, *v = k + NC, *y = v + NC, *att = y + NC;
@@ -144,11 +163,11 @@ static int attention_forward(cuda_gemm *g, float *out, float *lse, const float *
     return cudaCheckLaunch();
 }
 
-/* scratch: 7*N*C floats (q, k, v, dy, dq, dk, dv) then 2*att_floats
- * (P and dP/dS). dqkv is overwritten. */
-static int attention_backward(cuda_gemm *g, float *dqkv, const float *dout, const float *qkv,
-                              const float *lse, int B, int T, int C, int NH, float *scratch,
-                              size_t att_floats) {
+/* GEMM path. scratch: 7*N*C floats (q, k, v, dy, dq, dk, dv) then
+ * 2*att_floats (P and dP/dS). dqkv is overwritten. */
+static int s_attention_backward_gemm(cuda_gemm *g, float *dqkv, const float *dout, const float *qkv,
+                                     const float *lse, int B, int T, int C, int NH, float *scratch,
+                                     size_t att_floats) {
     int hs = C / NH;
     size_t NC = (size_t)B * T * C, C3 = 3 * (size_t)C;
     float *q = scratch, *k = q + NC, *v = k + NC, *dy = v + NC, *dq = dy + NC, *dk = dq + NC,
@@ -186,6 +205,81 @@ static int attention_backward(cuda_gemm *g, float *dqkv, const float *dout, cons
     heads_scatter_kernel<<<nb, 256>>>(dqkv, dk, (int)C3, C, B, T, NH, hs);
     heads_scatter_kernel<<<nb, 256>>>(dqkv, dv, (int)C3, 2 * C, B, T, NH, hs);
     return cudaCheckLaunch();
+}
+
+/* ------------------------------------------------------------------------ */
+/* Path selection                                                            */
+/* ------------------------------------------------------------------------ */
+
+enum { S_ATT_FLASH = 0, S_ATT_GEMM = 1 };
+
+/* value: FW_CUDA_ATTENTION's value (NULL: unset). */
+static int s_attention_mode_parse(const char *value, int *mode) {
+    if (!value || !*value || strcmp(value, "flash") == 0) {
+        *mode = S_ATT_FLASH;
+        return 0;
+    }
+    if (strcmp(value, "gemm") == 0) {
+        *mode = S_ATT_GEMM;
+        return 0;
+    }
+    return fw_err_set(FW_EINVAL, "FW_CUDA_ATTENTION=\"%s\": expected flash or gemm", value);
+}
+
+typedef struct {
+    int rc, mode;
+    char value[64]; /* enough of a bad value to name it in the error */
+} s_att_env;
+
+static s_att_env s_attention_env_read(void) {
+    s_att_env e;
+    memset(&e, 0, sizeof e);
+    const char *v = getenv("FW_CUDA_ATTENTION");
+    if (v) snprintf(e.value, sizeof e.value, "%s", v);
+    e.rc = s_attention_mode_parse(v, &e.mode);
+    return e;
+}
+
+/* The process-wide path, FW_CUDA_ATTENTION read on the first call (a C++
+ * function-local static: initialised once, thread-safe). A bad value fails
+ * every call, with the detail set on the calling thread. */
+static int attention_mode(int *mode) {
+    static const s_att_env env = s_attention_env_read();
+    if (env.rc < 0) return s_attention_mode_parse(env.value, mode);
+    *mode = env.mode;
+    return 0;
+}
+
+/* The model's entry points: signatures and scratch sizes of the GEMM path
+ * (the flash path needs less: B*NH*T floats in backward). */
+static int attention_forward_mode(int mode, cuda_gemm *g, float *out, float *lse, const float *qkv,
+                                  int B, int T, int C, int NH, float *scratch, size_t att_floats) {
+    if (mode == S_ATT_FLASH && flash_attention_supported(C, NH))
+        return flash_attention_forward(out, lse, qkv, B, T, C, NH);
+    return s_attention_forward_gemm(g, out, lse, qkv, B, T, C, NH, scratch, att_floats);
+}
+
+static int attention_backward_mode(int mode, cuda_gemm *g, float *dqkv, const float *dout,
+                                   const float *qkv, const float *lse, int B, int T, int C, int NH,
+                                   float *scratch, size_t att_floats) {
+    if (mode == S_ATT_FLASH && flash_attention_supported(C, NH))
+        return flash_attention_backward(dqkv, dout, qkv, lse, B, T, C, NH, scratch);
+    return s_attention_backward_gemm(g, dqkv, dout, qkv, lse, B, T, C, NH, scratch, att_floats);
+}
+
+static int attention_forward(cuda_gemm *g, float *out, float *lse, const float *qkv, int B, int T,
+                             int C, int NH, float *scratch, size_t att_floats) {
+    int mode;
+    CU_TRY(attention_mode(&mode));
+    return attention_forward_mode(mode, g, out, lse, qkv, B, T, C, NH, scratch, att_floats);
+}
+
+static int attention_backward(cuda_gemm *g, float *dqkv, const float *dout, const float *qkv,
+                              const float *lse, int B, int T, int C, int NH, float *scratch,
+                              size_t att_floats) {
+    int mode;
+    CU_TRY(attention_mode(&mode));
+    return attention_backward_mode(mode, g, dqkv, dout, qkv, lse, B, T, C, NH, scratch, att_floats);
 }
 
 /* ------------------------------------------------------------------------ */

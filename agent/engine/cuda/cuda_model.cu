@@ -20,18 +20,28 @@
  *           may write through it) so the next compute re-casts it.
  *   acts    activations of the last forward (FP32)
  *   logits  [N, Vp] FP32, turned into dlogits in place by backward
- *   attn    attention scratch (heads layout, score matrices), reused by
- *           every layer; bw: backward scratch (dresid, dbuf, d4c, dqkv)
+ *   attn    attention scratch, reused by every layer: the flash path's
+ *           backward row sums (N*NH floats), or the GEMM path's heads layout
+ *           and score matrices; bw: backward scratch (dresid, dbuf, d4c, dqkv)
+ *
+ * Attention (FW_CUDA_ATTENTION, checked when a model is created): "flash"
+ * (default) is the fused FP32 kernel of flash_attention.cuh, "gemm" the
+ * cuBLAS path with materialised scores (attention.cuh).
  *
  * Precision (FW_CUDA_PRECISION, read when a model is created):
  *   bf16 (default)  linear layers in BF16 with FP32 accumulation and FP32
- *                   outputs; attention GEMMs in TF32; everything else FP32
+ *                   outputs; attention FP32 (flash) or TF32 GEMMs (gemm);
+ *                   everything else FP32
  *   fp32            every GEMM in FP32 compute: matches the CPU backend to
  *                   ~1e-5 relative, and greedy generation token for token
  *
  * Streams: everything runs on the legacy default stream, so host copies
  * (cudaMemcpy) order themselves after the kernels with no explicit sync.
  * Host-visible results (loss, norms, logits) come back with cudaMemcpy.
+ * The one exception is data parallel: fw_model_backward_sync hands each
+ * layer's gradient ranges to a hook with this stream as soon as the layer's
+ * kernels are queued, and the NCCL hook all-reduces them on a stream of its
+ * own while the next layers run (collective_nccl.c).
  *
  * Determinism: no atomics anywhere; reductions have fixed orders; cuBLAS(Lt)
  * picks the same algorithm for the same shape (cached), so the same inputs
@@ -94,7 +104,8 @@ typedef struct {
     size_t bw_cap;
     float *attn;
     size_t attn_cap;
-    size_t attf; /* score floats per attention buffer for the last forward's shape */
+    size_t attf;  /* score floats per attention buffer for the last forward's shape */
+    int att_mode; /* S_ATT_FLASH or S_ATT_GEMM (FW_CUDA_ATTENTION, attention.cuh) */
     int *d_plan;
     size_t plan_cap;
     int *h_plan, *h_count;
@@ -271,8 +282,8 @@ static void *cuda_create(const fw_model_config *cfg, int dev) {
                    ndev, ndev - 1);
         return NULL;
     }
-    int prec = s_precision_from_env();
-    if (prec < 0) return NULL;
+    int prec = s_precision_from_env(), att_mode = S_ATT_FLASH;
+    if (prec < 0 || attention_mode(&att_mode) < 0) return NULL;
     if (cudaCheck(cudaSetDevice(dev)) < 0) return NULL;
     cuda_be *be = (cuda_be *)calloc(1, sizeof *be);
     if (!be) {
@@ -281,6 +292,7 @@ static void *cuda_create(const fw_model_config *cfg, int dev) {
     }
     be->cfg = *cfg;
     be->dev = dev;
+    be->att_mode = att_mode;
     be->np = fw_model_param_layout(cfg, be->t);
     be->opt_len = be->np;
     int rc = s_gemm_init(&be->g, prec);
@@ -435,10 +447,17 @@ static int s_prepare(cuda_be *be, int B, int T, int full) {
     CU_TRY(
         s_dreserve(be->dev, (void **)&be->acts, &be->acts_cap, need, sizeof(float), "activations"));
     fw_acts_layout(cfg, N, full, S_ACTS_ALIGN, be->acts, &be->a);
-    be->attf = s_att_floats(B, T, cfg->n_head, FW_ATT_CAP);
     /* Train mode sizes the scratch for backward too, so backward never
-     * allocates (and never fails for memory after a forward succeeded). */
-    size_t att = full ? 7 * N * C + 2 * be->attf : 4 * N * C + be->attf;
+     * allocates (and never fails for memory after a forward succeeded). The
+     * flash path keeps no scores: only its backward's row sums, N*NH floats. */
+    size_t att;
+    if (be->att_mode == S_ATT_FLASH && flash_attention_supported((int)C, cfg->n_head)) {
+        be->attf = 0;
+        att = full ? N * (size_t)cfg->n_head : 1;
+    } else {
+        be->attf = s_att_floats(B, T, cfg->n_head, FW_ATT_CAP);
+        att = full ? 7 * N * C + 2 * be->attf : 4 * N * C + be->attf;
+    }
     CU_TRY(s_dreserve(be->dev, (void **)&be->attn, &be->attn_cap, att, sizeof(float),
                       "attention scratch"));
     if (be->io_cap < N) {
@@ -477,41 +496,31 @@ static int s_forward_body(cuda_be *be, int B, int T) {
         a->encoded, be->d_inputs, NULL, s_param(be, FW_P_WTE), s_param(be, FW_P_WPE), T, C, n * C);
     CU_TRY(cudaCheckLaunch());
     for (int l = 0; l < L; l++) {
-        float *res = l == 0 ? a->encoded : fw_acts_layer(a, a->res3, n, C, l - 1);
-        float *ln1 = fw_acts_layer(a, a->ln1, n, C, l),
-              *ln1m = fw_acts_layer(a, a->ln1_mean, n, 1, l);
-        float *ln1r = fw_acts_layer(a, a->ln1_rstd, n, 1, l),
-              *qkv = fw_acts_layer(a, a->qkv, n, 3 * C, l);
-        float *atty = fw_acts_layer(a, a->atty, n, C, l), *lse = fw_acts_layer(a, a->lse, n, NH, l);
-        float *res2 = fw_acts_layer(a, a->res2, n, C, l), *ln2 = fw_acts_layer(a, a->ln2, n, C, l);
-        float *ln2m = fw_acts_layer(a, a->ln2_mean, n, 1, l),
-              *ln2r = fw_acts_layer(a, a->ln2_rstd, n, 1, l);
-        float *fch = fw_acts_layer(a, a->fch, n, 4 * C, l),
-              *fchg = fw_acts_layer(a, a->fchg, n, 4 * C, l);
-        float *res3 = fw_acts_layer(a, a->res3, n, C, l);
+        fw_acts_l v = fw_acts_at(a, n, C, NH, l);
         size_t lc = (size_t)l * C;
         const bf16 *w16;
-        CU_TRY(s_layernorm_forward(ln1, ln1m, ln1r, res, s_param(be, FW_P_LN1W) + lc,
+        CU_TRY(s_layernorm_forward(v.ln1, v.ln1m, v.ln1r, v.res, s_param(be, FW_P_LN1W) + lc,
                                    s_param(be, FW_P_LN1B) + lc, N, C, eps));
         w16 = s_param16(be, FW_P_QKVW);
-        CU_TRY(matmul_forward(g, qkv, ln1, s_param(be, FW_P_QKVW) + lc * 3 * C,
+        CU_TRY(matmul_forward(g, v.qkv, v.ln1, s_param(be, FW_P_QKVW) + lc * 3 * C,
                               w16 ? w16 + lc * 3 * C : NULL, s_param(be, FW_P_QKVB) + 3 * lc, NULL,
                               N, C, 3 * C));
-        CU_TRY(attention_forward(g, atty, lse, qkv, B, T, C, NH, be->attn, be->attf));
+        CU_TRY(attention_forward_mode(be->att_mode, g, v.atty, v.lse, v.qkv, B, T, C, NH, be->attn,
+                                      be->attf));
         w16 = s_param16(be, FW_P_ATTPROJW);
-        CU_TRY(matmul_forward(g, res2, atty, s_param(be, FW_P_ATTPROJW) + lc * C,
-                              w16 ? w16 + lc * C : NULL, s_param(be, FW_P_ATTPROJB) + lc, res, N, C,
+        CU_TRY(matmul_forward(g, v.res2, v.atty, s_param(be, FW_P_ATTPROJW) + lc * C,
+                              w16 ? w16 + lc * C : NULL, s_param(be, FW_P_ATTPROJB) + lc, v.res, N, C,
                               C));
-        CU_TRY(s_layernorm_forward(ln2, ln2m, ln2r, res2, s_param(be, FW_P_LN2W) + lc,
+        CU_TRY(s_layernorm_forward(v.ln2, v.ln2m, v.ln2r, v.res2, s_param(be, FW_P_LN2W) + lc,
                                    s_param(be, FW_P_LN2B) + lc, N, C, eps));
         w16 = s_param16(be, FW_P_FCW);
-        CU_TRY(matmul_forward(g, fch, ln2, s_param(be, FW_P_FCW) + lc * 4 * C,
+        CU_TRY(matmul_forward(g, v.fch, v.ln2, s_param(be, FW_P_FCW) + lc * 4 * C,
                               w16 ? w16 + lc * 4 * C : NULL, s_param(be, FW_P_FCB) + 4 * lc, NULL,
                               N, C, 4 * C));
-        CU_TRY(s_gelu_forward(fchg, fch, n * 4 * C));
+        CU_TRY(s_gelu_forward(v.fchg, v.fch, n * 4 * C));
         w16 = s_param16(be, FW_P_FCPROJW);
-        CU_TRY(matmul_forward(g, res3, fchg, s_param(be, FW_P_FCPROJW) + lc * 4 * C,
-                              w16 ? w16 + lc * 4 * C : NULL, s_param(be, FW_P_FCPROJB) + lc, res2,
+        CU_TRY(matmul_forward(g, v.res3, v.fchg, s_param(be, FW_P_FCPROJW) + lc * 4 * C,
+                              w16 ? w16 + lc * 4 * C : NULL, s_param(be, FW_P_FCPROJB) + lc, v.res2,
                               N, 4 * C, C));
     }
     return s_layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd,
@@ -616,47 +625,38 @@ static int cuda_backward(void *p, float grad_scale, const fw_grad_sync *sync) {
                                 a->lnf_mean, a->lnf_rstd, N, C));
 
     for (int l = L - 1; l >= 0; l--) {
-        float *res = l == 0 ? a->encoded : fw_acts_layer(a, a->res3, n, C, l - 1);
-        float *ln1 = fw_acts_layer(a, a->ln1, n, C, l),
-              *ln1m = fw_acts_layer(a, a->ln1_mean, n, 1, l);
-        float *ln1r = fw_acts_layer(a, a->ln1_rstd, n, 1, l),
-              *qkv = fw_acts_layer(a, a->qkv, n, 3 * C, l);
-        float *atty = fw_acts_layer(a, a->atty, n, C, l), *lse = fw_acts_layer(a, a->lse, n, NH, l);
-        float *res2 = fw_acts_layer(a, a->res2, n, C, l), *ln2 = fw_acts_layer(a, a->ln2, n, C, l);
-        float *ln2m = fw_acts_layer(a, a->ln2_mean, n, 1, l),
-              *ln2r = fw_acts_layer(a, a->ln2_rstd, n, 1, l);
-        float *fch = fw_acts_layer(a, a->fch, n, 4 * C, l),
-              *fchg = fw_acts_layer(a, a->fchg, n, 4 * C, l);
+        fw_acts_l v = fw_acts_at(a, n, C, NH, l);
         size_t lc = (size_t)l * C;
         const bf16 *w16;
 
         /* res3 = res2 + fcproj(gelu(fc(ln2(res2)))): dresid is d(res3). */
         w16 = s_param16(be, FW_P_FCPROJW);
         CU_TRY(matmul_backward(g, d4c, s_grad(be, FW_P_FCPROJW) + lc * 4 * C,
-                               s_grad(be, FW_P_FCPROJB) + lc, dresid, fchg,
+                               s_grad(be, FW_P_FCPROJB) + lc, dresid, v.fchg,
                                s_param(be, FW_P_FCPROJW) + lc * 4 * C,
                                w16 ? w16 + lc * 4 * C : NULL, N, 4 * C, C));
-        CU_TRY(s_gelu_backward(d4c, fch, d4c, n * 4 * C));
+        CU_TRY(s_gelu_backward(d4c, v.fch, d4c, n * 4 * C));
         w16 = s_param16(be, FW_P_FCW);
         CU_TRY(matmul_backward(
-            g, dbuf, s_grad(be, FW_P_FCW) + lc * 4 * C, s_grad(be, FW_P_FCB) + 4 * lc, d4c, ln2,
+            g, dbuf, s_grad(be, FW_P_FCW) + lc * 4 * C, s_grad(be, FW_P_FCB) + 4 * lc, d4c, v.ln2,
             s_param(be, FW_P_FCW) + lc * 4 * C, w16 ? w16 + lc * 4 * C : NULL, N, C, 4 * C));
         CU_TRY(s_layernorm_backward(g, dresid, s_grad(be, FW_P_LN2W) + lc,
-                                    s_grad(be, FW_P_LN2B) + lc, dbuf, res2,
-                                    s_param(be, FW_P_LN2W) + lc, ln2m, ln2r, N, C));
+                                    s_grad(be, FW_P_LN2B) + lc, dbuf, v.res2,
+                                    s_param(be, FW_P_LN2W) + lc, v.ln2m, v.ln2r, N, C));
         /* res2 = res + attproj(attention(qkv(ln1(res)))): dresid is now d(res2). */
         w16 = s_param16(be, FW_P_ATTPROJW);
         CU_TRY(matmul_backward(
             g, dbuf, s_grad(be, FW_P_ATTPROJW) + lc * C, s_grad(be, FW_P_ATTPROJB) + lc, dresid,
-            atty, s_param(be, FW_P_ATTPROJW) + lc * C, w16 ? w16 + lc * C : NULL, N, C, C));
-        CU_TRY(attention_backward(g, dqkv, dbuf, qkv, lse, B, T, C, NH, be->attn, be->attf));
+            v.atty, s_param(be, FW_P_ATTPROJW) + lc * C, w16 ? w16 + lc * C : NULL, N, C, C));
+        CU_TRY(attention_backward_mode(be->att_mode, g, dqkv, dbuf, v.qkv, v.lse, B, T, C, NH,
+                                       be->attn, be->attf));
         w16 = s_param16(be, FW_P_QKVW);
         CU_TRY(matmul_backward(
-            g, dbuf, s_grad(be, FW_P_QKVW) + lc * 3 * C, s_grad(be, FW_P_QKVB) + 3 * lc, dqkv, ln1,
+            g, dbuf, s_grad(be, FW_P_QKVW) + lc * 3 * C, s_grad(be, FW_P_QKVB) + 3 * lc, dqkv, v.ln1,
             s_param(be, FW_P_QKVW) + lc * 3 * C, w16 ? w16 + lc * 3 * C : NULL, N, C, 3 * C));
         CU_TRY(s_layernorm_backward(g, dresid, s_grad(be, FW_P_LN1W) + lc,
-                                    s_grad(be, FW_P_LN1B) + lc, dbuf, res,
-                                    s_param(be, FW_P_LN1W) + lc, ln1m, ln1r, N, C));
+                                    s_grad(be, FW_P_LN1B) + lc, dbuf, v.res,
+                                    s_param(be, FW_P_LN1W) + lc, v.ln1m, v.ln1r, N, C));
         /* Layer l's gradients are queued: its all-reduce may start as soon
          * as they run, while the kernels of layer l-1 follow (docs/gpu.md). */
         if (sync) CU_TRY(fw_grad_sync_bucket(sync, cfg, L - 1 - l, (void *)cudaStreamLegacy));

@@ -36,10 +36,22 @@ int fw_cuda_op_matmul_forward(int bf16, float *out, const float *inp, const floa
                               const float *bias, int N, int C, int OC);
 int fw_cuda_op_matmul_backward(int bf16, float *dinp, float *dw, float *db, const float *dout,
                                const float *inp, const float *w, int N, int C, int OC);
-int fw_cuda_op_attention_forward(int bf16, float *out, float *lse, const float *qkv, int B, int T,
-                                 int C, int NH);
-int fw_cuda_op_attention_backward(int bf16, float *dqkv, const float *dout, const float *qkv,
-                                  const float *lse, int B, int T, int C, int NH);
+/* Attention path (`mode` of the two calls below):
+ *   FW_CUDA_ATT_DEFAULT  what the model runs: FW_CUDA_ATTENTION (flash unless
+ *                        "gemm"), flash falling back to GEMMs for hs > 128;
+ *   FW_CUDA_ATT_FLASH    the flash kernels, FP32 (bf16 ignored); FW_EINVAL
+ *                        naming hs when the head size is not supported;
+ *   FW_CUDA_ATT_GEMM     the cuBLAS path (bf16 = 1: TF32 GEMMs). */
+enum { FW_CUDA_ATT_DEFAULT = 0, FW_CUDA_ATT_FLASH = 1, FW_CUDA_ATT_GEMM = 2 };
+
+int fw_cuda_op_attention_forward(int bf16, int mode, float *out, float *lse, const float *qkv,
+                                 int B, int T, int C, int NH);
+int fw_cuda_op_attention_backward(int bf16, int mode, float *dqkv, const float *dout,
+                                  const float *qkv, const float *lse, int B, int T, int C, int NH);
+/* FW_CUDA_ATTENTION's parser, needs no device: value NULL, "" or "flash" ->
+ * *mode = FW_CUDA_ATT_FLASH, "gemm" -> FW_CUDA_ATT_GEMM, anything else ->
+ * FW_EINVAL naming the variable and the allowed values. */
+int fw_cuda_attention_mode_parse(const char *value, int *mode);
 int fw_cuda_op_gelu_forward(float *out, const float *inp, size_t n);
 int fw_cuda_op_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
 int fw_cuda_op_crossentropy_forward(float *losses, float *lse, const float *logits,

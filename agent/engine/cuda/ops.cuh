@@ -199,12 +199,42 @@ extern "C" int fw_cuda_op_matmul_backward(int use16, float *dinp, float *dw, flo
     return rc;
 }
 
-/* att_cap: a small cap (one batch row's worth of scores) makes the kernels
- * run the batch rows in groups (here one row per group), the path long
+/* att_cap: a small cap (one batch row's worth of scores) makes the GEMM
+ * path run the batch rows in groups (here one row per group), the path long
  * sequences take, even on test-sized inputs. Two rows' worth would hold a
  * B = 2 test batch whole and never exercise the grouping. */
-extern "C" int fw_cuda_op_attention_forward(int use16, float *out, float *lse, const float *qkv,
-                                            int B, int T, int C, int NH) {
+static int s_op_attention_forward(int mode, cuda_gemm *g, float *out, float *lse, const float *qkv,
+                                  int B, int T, int C, int NH, float *scratch, size_t attf) {
+    if (mode == FW_CUDA_ATT_FLASH) return flash_attention_forward(out, lse, qkv, B, T, C, NH);
+    if (mode == FW_CUDA_ATT_GEMM)
+        return s_attention_forward_gemm(g, out, lse, qkv, B, T, C, NH, scratch, attf);
+    if (mode == FW_CUDA_ATT_DEFAULT)
+        return attention_forward(g, out, lse, qkv, B, T, C, NH, scratch, attf);
+    return fw_err_set(FW_EINVAL, "cuda ops: attention mode %d", mode);
+}
+
+static int s_op_attention_backward(int mode, cuda_gemm *g, float *dqkv, const float *dout,
+                                   const float *qkv, const float *lse, int B, int T, int C, int NH,
+                                   float *scratch, size_t attf) {
+    if (mode == FW_CUDA_ATT_FLASH)
+        return flash_attention_backward(dqkv, dout, qkv, lse, B, T, C, NH, scratch);
+    if (mode == FW_CUDA_ATT_GEMM)
+        return s_attention_backward_gemm(g, dqkv, dout, qkv, lse, B, T, C, NH, scratch, attf);
+    if (mode == FW_CUDA_ATT_DEFAULT)
+        return attention_backward(g, dqkv, dout, qkv, lse, B, T, C, NH, scratch, attf);
+    return fw_err_set(FW_EINVAL, "cuda ops: attention mode %d", mode);
+}
+
+extern "C" int fw_cuda_attention_mode_parse(const char *value, int *mode) {
+    int m;
+    CU_TRY(s_attention_mode_parse(value, &m));
+    *mode = m == S_ATT_GEMM ? FW_CUDA_ATT_GEMM : FW_CUDA_ATT_FLASH;
+    return 0;
+}
+
+/* Scratch as the model sizes it for the GEMM path (more than flash needs). */
+extern "C" int fw_cuda_op_attention_forward(int use16, int mode, float *out, float *lse,
+                                            const float *qkv, int B, int T, int C, int NH) {
     s_arena a = {};
     cuda_gemm g;
     int rc = s_gemm_init(&g, use16 ? 1 : 0);
@@ -217,7 +247,8 @@ extern "C" int fw_cuda_op_attention_forward(int use16, float *out, float *lse, c
     float *d_lse = (float *)s_up(&a, NULL, (size_t)B * NH * T * 4);
     float *d_qkv = (float *)s_up(&a, qkv, 3 * NC * 4);
     float *d_scr = (float *)s_up(&a, NULL, (4 * NC + attf) * 4);
-    if (a.rc == 0) a.rc = attention_forward(&g, d_out, d_lse, d_qkv, B, T, C, NH, d_scr, attf);
+    if (a.rc == 0)
+        a.rc = s_op_attention_forward(mode, &g, d_out, d_lse, d_qkv, B, T, C, NH, d_scr, attf);
     s_down(&a, out, d_out, NC * 4);
     s_down(&a, lse, d_lse, (size_t)B * NH * T * 4);
     rc = s_arena_done(&a);
@@ -225,7 +256,7 @@ extern "C" int fw_cuda_op_attention_forward(int use16, float *out, float *lse, c
     return rc;
 }
 
-extern "C" int fw_cuda_op_attention_backward(int use16, float *dqkv, const float *dout,
+extern "C" int fw_cuda_op_attention_backward(int use16, int mode, float *dqkv, const float *dout,
                                              const float *qkv, const float *lse, int B, int T,
                                              int C, int NH) {
     s_arena a = {};
@@ -242,7 +273,8 @@ extern "C" int fw_cuda_op_attention_backward(int use16, float *dqkv, const float
     float *d_lse = (float *)s_up(&a, lse, (size_t)B * NH * T * 4);
     float *d_scr = (float *)s_up(&a, NULL, (7 * NC + 2 * attf) * 4);
     if (a.rc == 0)
-        a.rc = attention_backward(&g, d_dqkv, d_dout, d_qkv, d_lse, B, T, C, NH, d_scr, attf);
+        a.rc = s_op_attention_backward(mode, &g, d_dqkv, d_dout, d_qkv, d_lse, B, T, C, NH, d_scr,
+                                       attf);
     s_down(&a, dqkv, d_dqkv, 3 * NC * 4);
     rc = s_arena_done(&a);
     s_gemm_free(&g);
