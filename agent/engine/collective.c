@@ -634,6 +634,9 @@ fw_coll *fw_coll_new(const char *backend, int rank, int world, const char *rende
         fw_coll_destroy(&c); /* sets no detail: fw_nccl_new's stays */
         return NULL;
     }
+    /* Joining tries addresses that may fail on the way (s_local_addr_towards):
+     * a group that joined carries no stale detail. */
+    fw_err_clear();
     return c;
 }
 
