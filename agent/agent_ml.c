@@ -725,6 +725,15 @@ int agent_ml_run_finetune(agent_runner_t *r, agent_task_t *t, const agent_assign
             goto out;
         }
     }
+    /* Data-parallel switches (validated by the leader; checked again here
+     * because an agent trusts no spec): ZeRO-1 and the gradient sync. */
+    json_t *zero = json_object_get(hp, "zero"), *gsync = json_object_get(hp, "grad_sync");
+    if ((zero && !json_is_boolean(zero)) || (gsync && !json_is_string(gsync))) {
+        rc = fw_err_set(FW_EINVAL, "spec.hparams.%s: wrong type", zero && !json_is_boolean(zero)
+                                                                      ? "zero"
+                                                                      : "grad_sync");
+        goto out;
+    }
     if (!(x = s_task_new(S_FINETUNE, ml))) {
         rc = FW_ENOMEM;
         goto out;
@@ -772,6 +781,8 @@ int agent_ml_run_finetune(agent_runner_t *r, agent_task_t *t, const agent_assign
     s_arg(&av, "--batch"), s_arg(&av, "%" PRId64, batch);
     s_arg(&av, "--seq"), s_arg(&av, "%" PRId64, seq);
     s_arg(&av, "--grad-accum"), s_arg(&av, "%" PRId64, accum);
+    if (json_is_true(zero)) s_arg(&av, "--zero"), s_arg(&av, "1");
+    if (gsync) s_arg(&av, "--grad-sync"), s_arg(&av, "%s", json_string_value(gsync));
     for (size_t i = 0; i < sizeof s_floats / sizeof s_floats[0]; i++) {
         json_t *v = json_object_get(hp, s_floats[i].key);
         if (!v || json_is_null(v)) continue;

@@ -176,8 +176,9 @@ static int s_check_ml(json_t *root, const char *kind) {
         if (!json_is_object(hp))
             return fw_err_set(FW_EINVAL, "spec.hparams: required, an object with at least "
                               "\"steps\"");
-        static const char *const hf[] = {"steps", "batch", "seq", "grad_accum", "lr", "warmup",
-                                         "min_lr_frac", "weight_decay", "grad_clip", "seed",
+        static const char *const hf[] = {"steps",        "batch",     "seq",          "grad_accum",
+                                         "lr",           "warmup",    "min_lr_frac",  "weight_decay",
+                                         "grad_clip",    "seed",      "zero",         "grad_sync",
                                          NULL};
         if ((rc = s_unknown(hp, "spec.hparams", hf, NULL)) < 0) return rc;
         if (!json_object_get(hp, "steps"))
@@ -193,6 +194,15 @@ static int s_check_ml(json_t *root, const char *kind) {
             (rc = s_num(hp, "weight_decay", "spec.hparams", 0, 10)) < 0 ||
             (rc = s_num(hp, "grad_clip", "spec.hparams", 0, 1e9)) < 0)
             return rc;
+        json_t *z = json_object_get(hp, "zero"), *gs = json_object_get(hp, "grad_sync");
+        if (z && !json_is_boolean(z))
+            return fw_err_set(FW_EINVAL, "spec.hparams.zero: expected true (ZeRO-1: shard the "
+                                         "optimizer state over the ranks) or false");
+        const char *gv = gs ? json_string_value(gs) : NULL;
+        if (gs && (!gv || (strcmp(gv, "auto") != 0 && strcmp(gv, "layers") != 0 &&
+                           strcmp(gv, "whole") != 0)))
+            return fw_err_set(FW_EINVAL, "spec.hparams.grad_sync: expected \"auto\", \"layers\" "
+                                         "or \"whole\"");
     } else if (strcmp(kind, "embed") == 0) {
         if ((rc = s_str(root, "model", "spec", true, 300)) < 0) return rc;
         json_t *tr = json_object_get(root, "truncate");

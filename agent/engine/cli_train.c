@@ -432,6 +432,8 @@ static int s_train_run(const fw_cli_args *a) {
             fw_cli_fail("--zero 1: %s", fw_err_detail());
             goto done;
         }
+        fw_cli_note("ZeRO-1: rank %d keeps AdamW state for parameters [%zu, %zu) of %zu", rank,
+                    off, off + len, fw_model_num_params(r.m));
     }
     fw_grad_sync sync = {.ready = s_bucket_ready, .finish = s_bucket_finish, .ctx = &r};
 

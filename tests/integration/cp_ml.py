@@ -10,7 +10,8 @@ and build on each other (the eval and promote tests use the model the fine-tune 
   finetune        2 ranks: the job's result names tiny:2, registered with its lineage
                   (parent, dataset, job, hparams); the curve's steps increase and its loss
                   falls; `job logs` has the engine's step lines.
-  resume          SIGKILL of the agent running rank 1 after a checkpoint: the gang is
+  resume          (ZeRO-1, hparams.zero: the checkpoint is assembled from both ranks'
+                  optimizer shards) SIGKILL of the agent running rank 1 after a checkpoint: the gang is
                   placed again, resumes at the checkpoint's step (job "resumed", result
                   resumed_from_step) and its step lines continue at step+1 with the loss
                   of the curve's trend, not the untrained loss.
@@ -153,7 +154,7 @@ def test_resume_after_agent_sigkill(cl, world):
     jid = _submit(cl, {"kind": "finetune", "world_size": 2, "base": "tiny:1",
                        "dataset": "lines", "output": "resumed",
                        "hparams": {"steps": steps, "batch": 4, "seq": 64, "lr": 3e-3,
-                                   "seed": 3},
+                                   "seed": 3, "zero": True},
                        "checkpoint_every": 40, "threads": 1, "resources": {"cpus": 1},
                        "max_retries": 2})
 
@@ -195,6 +196,7 @@ def test_resume_after_agent_sigkill(cl, world):
     p = cl.ctl("job", "logs", "%s.0" % jid, timeout=60)
     assert p.returncode == 0, p.stderr
     lines = _step_lines(p.stdout)
+    assert "ZeRO-1: rank 0 keeps AdamW state" in p.stdout + p.stderr, p.stdout[-2000:]
     second = [s for s, _ in lines]
     assert second and second[0] == k + 1, (k, second[:5])
     assert second == list(range(k + 1, steps + 1)), (second[:3], second[-3:])

@@ -96,7 +96,8 @@ static void test_spec_ml(void) {
     coord_spec_t sp;
     REQUIRE(coord_spec_parse("{\"kind\":\"finetune\",\"base\":\"demo@champion\","
                              "\"dataset\":\"sotu-train\",\"hparams\":{\"steps\":20,"
-                             "\"lr\":0.003}}", 1000, &sp) == 0);
+                             "\"lr\":0.003,\"zero\":true,\"grad_sync\":\"layers\"}}", 1000,
+                             &sp) == 0);
     CHECK(sp.gang); /* world_size 1 by default: a gang of one */
     CHECK_EQ_INT(sp.ntasks, 1);
     CHECK(!sp.admin_only);
@@ -120,6 +121,11 @@ static void test_spec_ml(void) {
           "\"hparams\":{\"steps\":5,\"stpes\":5}}", "spec.hparams.stpes: unknown field");
     s_bad("{\"kind\":\"finetune\",\"base\":\"m\",\"dataset\":\"d\","
           "\"hparams\":{\"steps\":5,\"lr\":\"big\"}}", "spec.hparams.lr: expected a number");
+    s_bad("{\"kind\":\"finetune\",\"base\":\"m\",\"dataset\":\"d\","
+          "\"hparams\":{\"steps\":5,\"zero\":1}}", "spec.hparams.zero: expected true");
+    s_bad("{\"kind\":\"finetune\",\"base\":\"m\",\"dataset\":\"d\","
+          "\"hparams\":{\"steps\":5,\"grad_sync\":\"often\"}}",
+          "spec.hparams.grad_sync: expected \"auto\"");
     s_bad("{\"kind\":\"finetune\",\"base\":\"m\",\"dataset\":\"d\",\"shards\":2,"
           "\"hparams\":{\"steps\":5}}", "spec.shards: a finetune job runs as a gang");
     s_bad("{\"kind\":\"finetune\",\"base\":\"m\",\"dataset\":\"d\",\"collective\":\"mpi\","
