@@ -78,6 +78,57 @@ template <int MAXD> struct fa_tiles {
     static_assert(FWD_SMEM <= 48 * 1024 && BWD_SMEM <= 48 * 1024, "static shared memory");
 };
 
+/* Helpers shared by the kernels, each the one place its loop is written.
+ * All are inlined, so the compiler sees the same code as if written out. */
+
+/* Rows row0 .. row0+n-1 of a [T, lda] array (src points at row 0 of this
+ * head) into the shared tile a, d < hs; rows at or past T read as 0. b, when
+ * not null, gets the same rows of src_b in the same pass (one i / hs for
+ * both). All FA_THREADS threads take part; the caller syncs. */
+template <int SA, int SB>
+__device__ __forceinline__ void fa_load_rows(float (*a)[SA], const float *src, size_t lda,
+                                             float (*b)[SB], const float *src_b, size_t ldb,
+                                             int n, int row0, int T, int hs) {
+    for (int i = threadIdx.x; i < n * hs; i += FA_THREADS) {
+        const int r = i / hs, d = i % hs, t = row0 + r;
+        a[r][d] = t < T ? src[(size_t)t * lda + d] : 0.0f;
+        if (b) b[r][d] = t < T ? src_b[(size_t)t * ldb + d] : 0.0f;
+    }
+}
+
+/* s = x . y and dp = u . v over d < hs, in d order (one lane, two chains). */
+__device__ __forceinline__ void fa_dot2(const float *x, const float *y, const float *u,
+                                        const float *v, int hs, float &s, float &dp) {
+    s = dp = 0.0f;
+    for (int d = 0; d < hs; d++) {
+        s += x[d] * y[d];
+        dp += u[d] * v[d];
+    }
+}
+
+/* acc += w_j * row for this lane's head dims d = lane + 32k < hs, where w_j
+ * is lane j's w (a shuffle: the whole warp must call it with the same j). */
+template <int DPL>
+__device__ __forceinline__ void fa_accum_col(float (&acc)[DPL], float w, int j, const float *row,
+                                             int hs, int lane) {
+    const float wj = __shfl_sync(0xffffffffu, w, j);
+#pragma unroll
+    for (int k = 0; k < DPL; k++) {
+        const int d = lane + 32 * k;
+        if (d < hs) acc[k] += wj * row[d];
+    }
+}
+
+/* dst[d] = v[k] for this lane's head dims d = lane + 32k < hs. */
+template <int DPL>
+__device__ __forceinline__ void fa_store_row(float *dst, const float (&v)[DPL], int hs, int lane) {
+#pragma unroll
+    for (int k = 0; k < DPL; k++) {
+        const int d = lane + 32 * k;
+        if (d < hs) dst[d] = v[k];
+    }
+}
+
 /* One block per (b*NH + h = blockIdx.x, query tile); heaviest tiles (the
  * last queries see the most keys) are scheduled first. */
 template <int MAXD>
@@ -95,10 +146,7 @@ __global__ static void __launch_bounds__(FA_THREADS)
     /* q of position t at base[t*C3 + d], k at +C, v at +2C */
     const float *base = qkv + (size_t)b * T * C3 + (size_t)h * hs;
 
-    for (int i = threadIdx.x; i < R * hs; i += FA_THREADS) {
-        int r = i / hs, d = i % hs, t = q0 + r;
-        qs[r][d] = t < T ? base[(size_t)t * C3 + d] : 0.0f;
-    }
+    fa_load_rows<MAXD, MAXD>(qs, base, C3, nullptr, nullptr, 0, R, q0, T, hs);
     float acc[RPW][DPL], m[RPW], l[RPW];
 #pragma unroll
     for (int r = 0; r < RPW; r++) {
@@ -110,12 +158,7 @@ __global__ static void __launch_bounds__(FA_THREADS)
     const int qlast = min(q0 + R, T) - 1; /* q0 < T: the grid has ceil(T/R) tiles */
     for (int k0 = 0; k0 <= qlast; k0 += FA_LANES) {
         __syncthreads(); /* qs is written; the previous tile's readers are done */
-        for (int i = threadIdx.x; i < FA_LANES * hs; i += FA_THREADS) {
-            int j = i / hs, d = i % hs, key = k0 + j;
-            const float *src = base + (size_t)key * C3 + d;
-            ks[j][d] = key < T ? src[C] : 0.0f;
-            vs[j][d] = key < T ? src[2 * (size_t)C] : 0.0f;
-        }
+        fa_load_rows(ks, base + C, C3, vs, base + 2 * (size_t)C, C3, FA_LANES, k0, T, hs);
         __syncthreads();
 #pragma unroll
         for (int r = 0; r < RPW; r++) {
@@ -138,14 +181,7 @@ __global__ static void __launch_bounds__(FA_THREADS)
             m[r] = mn;
 #pragma unroll
             for (int k = 0; k < DPL; k++) acc[r][k] *= corr;
-            for (int j = 0; j < nk; j++) {
-                const float pj = __shfl_sync(0xffffffffu, p, j);
-#pragma unroll
-                for (int k = 0; k < DPL; k++) {
-                    const int d = lane + 32 * k;
-                    if (d < hs) acc[r][k] += pj * vs[j][d];
-                }
-            }
+            for (int j = 0; j < nk; j++) fa_accum_col<DPL>(acc[r], p, j, vs[j], hs, lane);
         }
     }
 #pragma unroll
@@ -153,12 +189,9 @@ __global__ static void __launch_bounds__(FA_THREADS)
         const int t = q0 + warp * RPW + r;
         if (t >= T) continue;
         const float inv = 1.0f / l[r];
-        float *o = out + ((size_t)b * T + t) * C + (size_t)h * hs;
 #pragma unroll
-        for (int k = 0; k < DPL; k++) {
-            const int d = lane + 32 * k;
-            if (d < hs) o[d] = acc[r][k] * inv;
-        }
+        for (int k = 0; k < DPL; k++) acc[r][k] *= inv;
+        fa_store_row<DPL>(out + ((size_t)b * T + t) * C + (size_t)h * hs, acc[r], hs, lane);
         if (lane == 0) lse[(size_t)bh * T + t] = m[r] + logf(l[r]);
     }
 }
@@ -183,11 +216,7 @@ __global__ static void __launch_bounds__(FA_THREADS)
     const float *base = qkv + (size_t)b * T * C3 + (size_t)h * hs;
     const float *dbase = dout + (size_t)b * T * C + (size_t)h * hs;
 
-    for (int i = threadIdx.x; i < R * hs; i += FA_THREADS) {
-        int r = i / hs, d = i % hs, t = q0 + r;
-        qs[r][d] = t < T ? base[(size_t)t * C3 + d] : 0.0f;
-        dos[r][d] = t < T ? dbase[(size_t)t * C + d] : 0.0f;
-    }
+    fa_load_rows(qs, base, C3, dos, dbase, (size_t)C, R, q0, T, hs);
     float lrow[RPW], drow[RPW], acc[RPW][DPL];
 #pragma unroll
     for (int r = 0; r < RPW; r++) {
@@ -200,12 +229,7 @@ __global__ static void __launch_bounds__(FA_THREADS)
     const int qlast = min(q0 + R, T) - 1;
     for (int k0 = 0; k0 <= qlast; k0 += FA_LANES) {
         __syncthreads();
-        for (int i = threadIdx.x; i < FA_LANES * hs; i += FA_THREADS) {
-            int j = i / hs, d = i % hs, key = k0 + j;
-            const float *src = base + (size_t)key * C3 + d;
-            ks[j][d] = key < T ? src[C] : 0.0f;
-            vs[j][d] = key < T ? src[2 * (size_t)C] : 0.0f;
-        }
+        fa_load_rows(ks, base + C, C3, vs, base + 2 * (size_t)C, C3, FA_LANES, k0, T, hs);
         __syncthreads();
 #pragma unroll
         for (int r = 0; r < RPW; r++) {
@@ -214,25 +238,15 @@ __global__ static void __launch_bounds__(FA_THREADS)
             const int nk = min(FA_LANES, t - k0 + 1);
             float p = 0.0f, dp = 0.0f;
             if (lane < nk) {
-                float s = 0.0f;
-                for (int d = 0; d < hs; d++) {
-                    s += qs[row][d] * ks[lane][d];
-                    dp += dos[row][d] * vs[lane][d];
-                }
+                float s;
+                fa_dot2(qs[row], ks[lane], dos[row], vs[lane], hs, s, dp);
                 p = expf(s * scale - lrow[r]);
             }
             if (!DQ) {
                 drow[r] += warp_sum(p * dp); /* lanes >= nk add 0 */
             } else {
                 const float ds = p * (dp - drow[r]) * scale;
-                for (int j = 0; j < nk; j++) {
-                    const float dsj = __shfl_sync(0xffffffffu, ds, j);
-#pragma unroll
-                    for (int k = 0; k < DPL; k++) {
-                        const int d = lane + 32 * k;
-                        if (d < hs) acc[r][k] += dsj * ks[j][d];
-                    }
-                }
+                for (int j = 0; j < nk; j++) fa_accum_col<DPL>(acc[r], ds, j, ks[j], hs, lane);
             }
         }
     }
@@ -241,12 +255,7 @@ __global__ static void __launch_bounds__(FA_THREADS)
         const int t = q0 + warp * RPW + r;
         if (t >= T) continue;
         if (DQ) {
-            float *dq = dqkv + ((size_t)b * T + t) * C3 + (size_t)h * hs;
-#pragma unroll
-            for (int k = 0; k < DPL; k++) {
-                const int d = lane + 32 * k;
-                if (d < hs) dq[d] = acc[r][k];
-            }
+            fa_store_row<DPL>(dqkv + ((size_t)b * T + t) * C3 + (size_t)h * hs, acc[r], hs, lane);
         } else if (lane == 0) {
             Dbuf[(size_t)bh * T + t] = drow[r];
         }
@@ -275,12 +284,7 @@ __global__ static void __launch_bounds__(FA_THREADS)
     const float *base = qkv + (size_t)b * T * C3 + (size_t)h * hs;
     const float *dbase = dout + (size_t)b * T * C + (size_t)h * hs;
 
-    for (int i = threadIdx.x; i < R * hs; i += FA_THREADS) {
-        int r = i / hs, d = i % hs, key = j0 + r;
-        const float *src = base + (size_t)key * C3 + d;
-        ks[r][d] = key < T ? src[C] : 0.0f;
-        vs[r][d] = key < T ? src[2 * (size_t)C] : 0.0f;
-    }
+    fa_load_rows(ks, base + C, C3, vs, base + 2 * (size_t)C, C3, R, j0, T, hs);
     float dk[RPW][DPL], dv[RPW][DPL];
 #pragma unroll
     for (int r = 0; r < RPW; r++) {
@@ -290,11 +294,7 @@ __global__ static void __launch_bounds__(FA_THREADS)
     /* Queries before the tile holding j0 see none of this block's keys. */
     for (int i0 = j0 / FA_LANES * FA_LANES; i0 < T; i0 += FA_LANES) {
         __syncthreads();
-        for (int i = threadIdx.x; i < FA_LANES * hs; i += FA_THREADS) {
-            int qi = i / hs, d = i % hs, t = i0 + qi;
-            qs[qi][d] = t < T ? base[(size_t)t * C3 + d] : 0.0f;
-            dos[qi][d] = t < T ? dbase[(size_t)t * C + d] : 0.0f;
-        }
+        fa_load_rows(qs, base, C3, dos, dbase, (size_t)C, FA_LANES, i0, T, hs);
         if (threadIdx.x < FA_LANES) {
             const int t = i0 + (int)threadIdx.x;
             ls[threadIdx.x] = t < T ? lse[(size_t)bh * T + t] : 0.0f;
@@ -310,25 +310,14 @@ __global__ static void __launch_bounds__(FA_THREADS)
             if (ifirst >= iend) continue; /* cannot happen (fa_tiles); keeps the loops honest */
             float p = 0.0f, ds = 0.0f;
             if (lane >= ifirst && lane < iend) {
-                float s = 0.0f, dp = 0.0f;
-                for (int d = 0; d < hs; d++) {
-                    s += qs[lane][d] * ks[row][d];
-                    dp += dos[lane][d] * vs[row][d];
-                }
+                float s, dp;
+                fa_dot2(qs[lane], ks[row], dos[lane], vs[row], hs, s, dp);
                 p = expf(s * scale - ls[lane]);
                 ds = p * (dp - Ds[lane]) * scale;
             }
-            for (int ii = ifirst; ii < iend; ii++) {
-                const float pi = __shfl_sync(0xffffffffu, p, ii);
-                const float dsi = __shfl_sync(0xffffffffu, ds, ii);
-#pragma unroll
-                for (int k = 0; k < DPL; k++) {
-                    const int d = lane + 32 * k;
-                    if (d < hs) {
-                        dv[r][k] += pi * dos[ii][d];
-                        dk[r][k] += dsi * qs[ii][d];
-                    }
-                }
+            for (int ii = ifirst; ii < iend; ii++) { /* both sums in one pass over the tile */
+                fa_accum_col<DPL>(dv[r], p, ii, dos[ii], hs, lane);
+                fa_accum_col<DPL>(dk[r], ds, ii, qs[ii], hs, lane);
             }
         }
     }
@@ -337,15 +326,8 @@ __global__ static void __launch_bounds__(FA_THREADS)
         const int j = j0 + warp * RPW + r;
         if (j >= T) continue;
         float *dkp = dqkv + ((size_t)b * T + j) * C3 + C + (size_t)h * hs;
-        float *dvp = dkp + C;
-#pragma unroll
-        for (int k = 0; k < DPL; k++) {
-            const int d = lane + 32 * k;
-            if (d < hs) {
-                dkp[d] = dk[r][k];
-                dvp[d] = dv[r][k];
-            }
-        }
+        fa_store_row<DPL>(dkp, dk[r], hs, lane);
+        fa_store_row<DPL>(dkp + C, dv[r], hs, lane);
     }
 }
 
