@@ -178,6 +178,13 @@ ctl_table_t *ctl_table_new(int ncols, const char *const *headers);
 void ctl_table_add(ctl_table_t *t, const char *const *cells);
 void ctl_table_print(const ctl_table_t *t, FILE *out);
 void ctl_table_destroy(ctl_table_t **p);
+/* A list reply: -o json prints the array as it is, the table output has
+ * `ncols` columns under hdr and one row per element, added by add_row.
+ * Takes the reference to arr. Returns CTL_EXIT_OK. */
+int ctl_print_list(const ctl_t *c, json_t *arr, int ncols, const char *const *hdr,
+                   void (*add_row)(ctl_table_t *t, json_t *rec));
+/* A metric as a table cell: %.6g, "-" when absent or not a number. */
+const char *ctl_num(const json_t *v, char *buf, size_t size);
 
 /* The value at a dotted path ("resources.cpus") of an object, or NULL. */
 json_t *ctl_get(const json_t *obj, const char *path);

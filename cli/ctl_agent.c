@@ -70,42 +70,33 @@ static json_t *s_list(ctl_t *c) {
     return ctl_list_all(c, FW_MSG_AGENT_LIST, NULL, NULL, &err);
 }
 
+/* One row of the list table. */
+static void s_list_row(ctl_table_t *t, json_t *a) {
+    char cpus[64], mem[64], gpus[64], tasks[64], labels[256];
+    json_t *g = ctl_get_any(a, "gpus", "resources.gpus", NULL);
+    if (json_is_array(g)) snprintf(gpus, sizeof gpus, "%zu", json_array_size(g));
+    else ctl_cell(g, gpus, sizeof gpus);
+    json_t *nt = ctl_get_any(a, "tasks", "running", "nheld", NULL);
+    if (json_is_array(nt)) snprintf(tasks, sizeof tasks, "%zu", json_array_size(nt));
+    else snprintf(tasks, sizeof tasks, "%s", ctl_cell(nt, cpus, sizeof cpus));
+    const char *row[8] = {
+        s_agent_id(a),
+        *ctl_str(a, "host") ? ctl_str(a, "host") : ctl_str(a, "hostname"),
+        s_agent_state(a),
+        s_used_total(a, "used_cpus", "cpus", cpus, sizeof cpus),
+        s_used_total(a, "used_memory_mb", "memory_mb", mem, sizeof mem),
+        gpus,
+        tasks,
+        s_labels(a, labels, sizeof labels)};
+    ctl_table_add(t, row);
+}
+
 static int s_cmd_list(ctl_t *c) {
     json_t *agents = s_list(c);
     if (!agents) return CTL_EXIT_ERROR;
-    if (c->output == CTL_OUT_JSON) {
-        ctl_print_json(agents);
-        json_decref(agents);
-        return CTL_EXIT_OK;
-    }
     static const char *const hdr[] = {"ID", "HOST", "STATE", "CPUS", "MEMORY_MB", "GPUS",
                                       "TASKS", "LABELS"};
-    ctl_table_t *t = ctl_table_new(8, hdr);
-    size_t i;
-    json_t *a;
-    json_array_foreach(agents, i, a) {
-        char cpus[64], mem[64], gpus[64], tasks[64], labels[256];
-        json_t *g = ctl_get_any(a, "gpus", "resources.gpus", NULL);
-        if (json_is_array(g)) snprintf(gpus, sizeof gpus, "%zu", json_array_size(g));
-        else ctl_cell(g, gpus, sizeof gpus);
-        json_t *nt = ctl_get_any(a, "tasks", "running", "nheld", NULL);
-        if (json_is_array(nt)) snprintf(tasks, sizeof tasks, "%zu", json_array_size(nt));
-        else snprintf(tasks, sizeof tasks, "%s", ctl_cell(nt, cpus, sizeof cpus));
-        const char *row[8] = {
-            s_agent_id(a),
-            *ctl_str(a, "host") ? ctl_str(a, "host") : ctl_str(a, "hostname"),
-            s_agent_state(a),
-            s_used_total(a, "used_cpus", "cpus", cpus, sizeof cpus),
-            s_used_total(a, "used_memory_mb", "memory_mb", mem, sizeof mem),
-            gpus,
-            tasks,
-            s_labels(a, labels, sizeof labels)};
-        ctl_table_add(t, row);
-    }
-    ctl_table_print(t, stdout);
-    ctl_table_destroy(&t);
-    json_decref(agents);
-    return CTL_EXIT_OK;
+    return ctl_print_list(c, agents, 8, hdr, s_list_row);
 }
 
 static int s_cmd_show(ctl_t *c) {

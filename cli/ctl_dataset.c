@@ -260,6 +260,24 @@ static void s_fill_name(fw_msg_t *req, void *arg) {
     if (arg) fw_msg_set_str(req, "name", arg);
 }
 
+/* One row of the list table. */
+static void s_list_row(ctl_table_t *t, json_t *r) {
+    char v[32], recs[32], toks[32], bytes[32], par[256], age[32], dg[24];
+    snprintf(dg, sizeof dg, "%.19s", ctl_str(r, "digest"));
+    const char *row[] = {ctl_str(r, "name"),
+                         ctl_cell(ctl_get(r, "version"), v, sizeof v),
+                         ctl_cell(ctl_get(r, "records"), recs, sizeof recs),
+                         ctl_cell(ctl_get(r, "tokens"), toks, sizeof toks),
+                         ctl_cell(ctl_get(r, "size"), bytes, sizeof bytes),
+                         json_array_size(ctl_get(r, "parents"))
+                             ? ctl_cell(ctl_get(r, "parents"), par, sizeof par)
+                             : "-",
+                         ctl_str(r, "created_by"),
+                         ctl_age(ctl_get(r, "created_at"), age, sizeof age),
+                         dg};
+    ctl_table_add(t, row);
+}
+
 static int s_cmd_list(ctl_t *c) {
     if (ctl_connect(c) < 0) return CTL_EXIT_ERROR;
     const char *name = c->argc > 0 ? c->argv[0] : NULL;
@@ -268,36 +286,9 @@ static int s_cmd_list(ctl_t *c) {
     s_fill_name(req, (void *)name);
     json_t *arr = ctl_call_doc(c, &req, NULL);
     if (!arr) return CTL_EXIT_ERROR;
-    if (c->output == CTL_OUT_JSON) {
-        ctl_print_json(arr);
-        json_decref(arr);
-        return CTL_EXIT_OK;
-    }
     static const char *const hdr[] = {"NAME",    "VERSION", "RECORDS", "TOKENS", "BYTES",
                                       "PARENTS", "BY",      "AGE",     "DIGEST"};
-    ctl_table_t *t = ctl_table_new(9, hdr);
-    size_t i;
-    json_t *r;
-    json_array_foreach(arr, i, r) {
-        char v[32], recs[32], toks[32], bytes[32], par[256], age[32], dg[24];
-        snprintf(dg, sizeof dg, "%.19s", ctl_str(r, "digest"));
-        const char *row[] = {ctl_str(r, "name"),
-                             ctl_cell(ctl_get(r, "version"), v, sizeof v),
-                             ctl_cell(ctl_get(r, "records"), recs, sizeof recs),
-                             ctl_cell(ctl_get(r, "tokens"), toks, sizeof toks),
-                             ctl_cell(ctl_get(r, "size"), bytes, sizeof bytes),
-                             json_array_size(ctl_get(r, "parents"))
-                                 ? ctl_cell(ctl_get(r, "parents"), par, sizeof par)
-                                 : "-",
-                             ctl_str(r, "created_by"),
-                             ctl_age(ctl_get(r, "created_at"), age, sizeof age),
-                             dg};
-        ctl_table_add(t, row);
-    }
-    ctl_table_print(t, stdout);
-    ctl_table_destroy(&t);
-    json_decref(arr);
-    return CTL_EXIT_OK;
+    return ctl_print_list(c, arr, 9, hdr, s_list_row);
 }
 
 static int s_cmd_show(ctl_t *c) {

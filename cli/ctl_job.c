@@ -237,48 +237,33 @@ static const char *s_progress(const json_t *j, char *buf, size_t size) {
     return buf;
 }
 
+/* One row of the list table. */
+static void s_list_row(ctl_table_t *t, json_t *j) {
+    char tasks[64], prio[32], age[32];
+    const char *row[7] = {
+        ctl_str(j, "id"),
+        *ctl_str(j, "kind") ? ctl_str(j, "kind") : ctl_str(j, "spec.kind"),
+        ctl_str(j, "state"),
+        s_progress(j, tasks, sizeof tasks),
+        ctl_cell(ctl_get_any(j, "priority", "spec.priority", NULL), prio, sizeof prio),
+        *ctl_str(j, "owner") ? ctl_str(j, "owner") : "-",
+        ctl_age(ctl_get(j, "submitted_at"), age, sizeof age)};
+    ctl_table_add(t, row);
+}
+
 static int s_cmd_list(ctl_t *c) {
     if (ctl_connect(c) < 0) return CTL_EXIT_ERROR;
     int err;
     json_t *jobs = ctl_list_all(c, FW_MSG_JOB_LIST, s_fill_state, (void *)ctl_flag(c, "state"),
                                 &err);
     if (!jobs) return CTL_EXIT_ERROR;
-    if (c->output == CTL_OUT_JSON) {
-        ctl_print_json(jobs);
-        json_decref(jobs);
-        return CTL_EXIT_OK;
-    }
     static const char *const hdr[] = {"ID", "KIND", "STATE", "TASKS", "PRIORITY", "OWNER", "AGE"};
-    ctl_table_t *t = ctl_table_new(7, hdr);
-    size_t i;
-    json_t *j;
-    json_array_foreach(jobs, i, j) {
-        char tasks[64], prio[32], age[32];
-        const char *row[7] = {
-            ctl_str(j, "id"),
-            *ctl_str(j, "kind") ? ctl_str(j, "kind") : ctl_str(j, "spec.kind"),
-            ctl_str(j, "state"),
-            s_progress(j, tasks, sizeof tasks),
-            ctl_cell(ctl_get_any(j, "priority", "spec.priority", NULL), prio, sizeof prio),
-            *ctl_str(j, "owner") ? ctl_str(j, "owner") : "-",
-            ctl_age(ctl_get(j, "submitted_at"), age, sizeof age)};
-        ctl_table_add(t, row);
-    }
-    ctl_table_print(t, stdout);
-    ctl_table_destroy(&t);
-    json_decref(jobs);
-    return CTL_EXIT_OK;
+    return ctl_print_list(c, jobs, 7, hdr, s_list_row);
 }
 
 /* ----------------------------------------------------------------- show */
 
 #define S_CURVE_ROWS 10 /* curve rows between the first and the last step */
-
-static const char *s_num(const json_t *v, char *buf, size_t size) {
-    if (json_is_number(v)) snprintf(buf, size, "%.6g", json_number_value(v));
-    else snprintf(buf, size, "-");
-    return buf;
-}
 
 /* An eval job's result: one row per model with its metrics. */
 static void s_print_eval_result(const json_t *res) {
@@ -293,10 +278,10 @@ static void s_print_eval_result(const json_t *res) {
         const json_t *m = json_object_get(r, "metrics");
         const char *row[] = {ctl_str(r, "model"),
                              ctl_cell(json_object_get(r, "records"), recs, sizeof recs),
-                             s_num(json_object_get(m, "loss"), l, sizeof l),
-                             s_num(json_object_get(m, "perplexity"), p, sizeof p),
-                             s_num(json_object_get(m, "exact_match"), em, sizeof em),
-                             s_num(json_object_get(m, "accuracy"), acc, sizeof acc),
+                             ctl_num(json_object_get(m, "loss"), l, sizeof l),
+                             ctl_num(json_object_get(m, "perplexity"), p, sizeof p),
+                             ctl_num(json_object_get(m, "exact_match"), em, sizeof em),
+                             ctl_num(json_object_get(m, "accuracy"), acc, sizeof acc),
                              ctl_str(r, "scores")};
         ctl_table_add(t, row);
     }
@@ -320,7 +305,7 @@ static void s_print_curve(const json_t *curve) {
         const json_t *pt = json_array_get(curve, i);
         char st[32], l[32];
         const char *row[] = {ctl_cell(json_array_get(pt, 0), st, sizeof st),
-                             s_num(json_array_get(pt, 1), l, sizeof l)};
+                             ctl_num(json_array_get(pt, 1), l, sizeof l)};
         ctl_table_add(t, row);
     }
     ctl_table_print(t, stdout);

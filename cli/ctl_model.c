@@ -311,43 +311,34 @@ static json_t *s_list_call(ctl_t *c, const char *name) {
     return ctl_call_doc(c, &req, NULL);
 }
 
+/* One row of the list table. */
+static void s_list_row(ctl_table_t *t, json_t *r) {
+    char v[32], al[256], par[256], ds[256], age[32], dg[24];
+    snprintf(dg, sizeof dg, "%.19s", ctl_str(r, "digest"));
+    const char *row[] = {ctl_str(r, "name"),
+                         ctl_cell(ctl_get(r, "version"), v, sizeof v),
+                         json_array_size(ctl_get(r, "aliases"))
+                             ? ctl_cell(ctl_get(r, "aliases"), al, sizeof al)
+                             : "-",
+                         ctl_cell(ctl_get(r, "parent"), par, sizeof par),
+                         json_array_size(ctl_get(r, "datasets"))
+                             ? ctl_cell(ctl_get(r, "datasets"), ds, sizeof ds)
+                             : "-",
+                         ctl_str(r, "job")[0] ? ctl_str(r, "job") : "-",
+                         ctl_str(r, "created_by"),
+                         ctl_age(ctl_get(r, "created_at"), age, sizeof age),
+                         dg};
+    ctl_table_add(t, row);
+}
+
 /* `model list` (name NULL: latest of each) and `model versions NAME`. */
 static int s_print_list(ctl_t *c, const char *name) {
     if (ctl_connect(c) < 0) return CTL_EXIT_ERROR;
     json_t *arr = s_list_call(c, name);
     if (!arr) return CTL_EXIT_ERROR;
-    if (c->output == CTL_OUT_JSON) {
-        ctl_print_json(arr);
-        json_decref(arr);
-        return CTL_EXIT_OK;
-    }
     static const char *const hdr[] = {"NAME", "VERSION", "ALIASES", "PARENT", "DATASETS",
                                       "JOB",  "BY",      "AGE",     "DIGEST"};
-    ctl_table_t *t = ctl_table_new(9, hdr);
-    size_t i;
-    json_t *r;
-    json_array_foreach(arr, i, r) {
-        char v[32], al[256], par[256], ds[256], age[32], dg[24];
-        snprintf(dg, sizeof dg, "%.19s", ctl_str(r, "digest"));
-        const char *row[] = {ctl_str(r, "name"),
-                             ctl_cell(ctl_get(r, "version"), v, sizeof v),
-                             json_array_size(ctl_get(r, "aliases"))
-                                 ? ctl_cell(ctl_get(r, "aliases"), al, sizeof al)
-                                 : "-",
-                             ctl_cell(ctl_get(r, "parent"), par, sizeof par),
-                             json_array_size(ctl_get(r, "datasets"))
-                                 ? ctl_cell(ctl_get(r, "datasets"), ds, sizeof ds)
-                                 : "-",
-                             ctl_str(r, "job")[0] ? ctl_str(r, "job") : "-",
-                             ctl_str(r, "created_by"),
-                             ctl_age(ctl_get(r, "created_at"), age, sizeof age),
-                             dg};
-        ctl_table_add(t, row);
-    }
-    ctl_table_print(t, stdout);
-    ctl_table_destroy(&t);
-    json_decref(arr);
-    return CTL_EXIT_OK;
+    return ctl_print_list(c, arr, 9, hdr, s_list_row);
 }
 
 static int s_cmd_list(ctl_t *c) {
@@ -356,15 +347,6 @@ static int s_cmd_list(ctl_t *c) {
 
 static int s_cmd_versions(ctl_t *c) {
     return s_print_list(c, c->argv[0]);
-}
-
-/* A metric value as a table cell: %.6g, "-" when absent or null. */
-static const char *s_num(const json_t *v, char *buf, size_t size) {
-    if (json_is_number(v))
-        snprintf(buf, size, "%.6g", json_number_value(v));
-    else
-        snprintf(buf, size, "-");
-    return buf;
 }
 
 /* The eval records of a version as a table: dataset, records, the usual
@@ -380,10 +362,10 @@ static void s_print_evals(const json_t *evals) {
         const json_t *m = json_object_get(e, "metrics");
         const char *row[] = {ctl_str(e, "dataset"),
                              ctl_cell(json_object_get(e, "records"), recs, sizeof recs),
-                             s_num(json_object_get(m, "loss"), l, sizeof l),
-                             s_num(json_object_get(m, "perplexity"), p, sizeof p),
-                             s_num(json_object_get(m, "exact_match"), em, sizeof em),
-                             s_num(json_object_get(m, "accuracy"), acc, sizeof acc),
+                             ctl_num(json_object_get(m, "loss"), l, sizeof l),
+                             ctl_num(json_object_get(m, "perplexity"), p, sizeof p),
+                             ctl_num(json_object_get(m, "exact_match"), em, sizeof em),
+                             ctl_num(json_object_get(m, "accuracy"), acc, sizeof acc),
                              *ctl_str(e, "job") ? ctl_str(e, "job") : "-",
                              ctl_str(e, "scores")};
         ctl_table_add(t, row);
@@ -605,12 +587,12 @@ static void s_print_decision(const json_t *d) {
     printf("%s: challenger %s vs champion %s on %s\n", ctl_str(d, "name"),
            ctl_str(d, "challenger"), champ[0] ? champ : "(none)", ctl_str(d, "dataset"));
     printf("  metric       %s (min delta %s)\n", ctl_str(d, "metric"),
-           s_num(json_object_get(d, "min_delta"), a, sizeof a));
-    printf("  champion     %s\n", s_num(json_object_get(d, "champion_value"), a, sizeof a));
-    printf("  challenger   %s\n", s_num(json_object_get(d, "challenger_value"), b, sizeof b));
+           ctl_num(json_object_get(d, "min_delta"), a, sizeof a));
+    printf("  champion     %s\n", ctl_num(json_object_get(d, "champion_value"), a, sizeof a));
+    printf("  challenger   %s\n", ctl_num(json_object_get(d, "challenger_value"), b, sizeof b));
     printf("  delta        %s  95%% CI [%s, %s]  %s\n",
-           s_num(json_object_get(d, "delta"), delta, sizeof delta),
-           s_num(json_array_get(ci, 0), lo, sizeof lo), s_num(json_array_get(ci, 1), hi, sizeof hi),
+           ctl_num(json_object_get(d, "delta"), delta, sizeof delta),
+           ctl_num(json_array_get(ci, 0), lo, sizeof lo), ctl_num(json_array_get(ci, 1), hi, sizeof hi),
            json_is_true(json_object_get(d, "significant")) ? "significant" : "not significant");
     if (json_is_true(json_object_get(d, "promoted")))
         printf("promoted: %s@champion -> %s (%s)\n", ctl_str(d, "name"), ctl_str(d, "challenger"),

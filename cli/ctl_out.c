@@ -57,6 +57,30 @@ void ctl_table_add(ctl_table_t *t, const char *const *cells) {
     t->rows[t->nrows++] = row;
 }
 
+int ctl_print_list(const ctl_t *c, json_t *arr, int ncols, const char *const *hdr,
+                   void (*add_row)(ctl_table_t *t, json_t *rec)) {
+    if (c->output == CTL_OUT_JSON) {
+        ctl_print_json(arr);
+    } else {
+        ctl_table_t *t = ctl_table_new(ncols, hdr);
+        size_t i;
+        json_t *rec;
+        json_array_foreach(arr, i, rec) add_row(t, rec);
+        ctl_table_print(t, stdout);
+        ctl_table_destroy(&t);
+    }
+    json_decref(arr);
+    return CTL_EXIT_OK;
+}
+
+const char *ctl_num(const json_t *v, char *buf, size_t size) {
+    if (json_is_number(v))
+        snprintf(buf, size, "%.6g", json_number_value(v));
+    else
+        snprintf(buf, size, "-");
+    return buf;
+}
+
 void ctl_table_print(const ctl_table_t *t, FILE *out) {
     if (!t) return;
     size_t *w = calloc((size_t)t->ncols, sizeof *w);

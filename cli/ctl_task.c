@@ -32,6 +32,28 @@ const char *ctl_task_id(const json_t *t, char *buf, size_t size) {
     return buf;
 }
 
+/* One row of the list table. */
+static void s_list_row(ctl_table_t *t, json_t *task) {
+    char id[160], attempt[32], rank[32], exitc[32], age[32], error[96];
+    json_t *err_v = ctl_get(task, "error");
+    const char *e = json_string_value(err_v);
+    /* The table stays one line a task; -o json has the whole error. */
+    snprintf(error, sizeof error, "%s", e && *e ? e : "-");
+    if (strlen(error) > 60) strcpy(error + 57, "...");
+    for (char *p = error; *p; p++)
+        if (*p == '\n' || *p == '\t') *p = ' ';
+    const char *row[8] = {ctl_task_id(task, id, sizeof id),
+                          ctl_str(task, "state"),
+                          *ctl_str(task, "agent") ? ctl_str(task, "agent") : "-",
+                          ctl_cell(ctl_get(task, "attempt"), attempt, sizeof attempt),
+                          ctl_cell(ctl_get(task, "rank"), rank, sizeof rank),
+                          ctl_cell(ctl_get(task, "exit_code"), exitc, sizeof exitc),
+                          ctl_age(ctl_get_any(task, "updated_at", "finished_at", NULL), age,
+                                  sizeof age),
+                          error};
+    ctl_table_add(t, row);
+}
+
 static int s_cmd_list(ctl_t *c) {
     const char *job = ctl_flag(c, "job");
     if (!job) return ctl_errorf(c, "task list needs --job ID");
@@ -39,40 +61,9 @@ static int s_cmd_list(ctl_t *c) {
     int err;
     json_t *tasks = ctl_tasks_of(c, job, ctl_flag(c, "state"), &err);
     if (!tasks) return CTL_EXIT_ERROR;
-    if (c->output == CTL_OUT_JSON) {
-        ctl_print_json(tasks);
-        json_decref(tasks);
-        return CTL_EXIT_OK;
-    }
     static const char *const hdr[] = {"TASK", "STATE", "AGENT", "ATTEMPTS", "RANK", "EXIT",
                                       "UPDATED", "ERROR"};
-    ctl_table_t *t = ctl_table_new(8, hdr);
-    size_t i;
-    json_t *task;
-    json_array_foreach(tasks, i, task) {
-        char id[160], attempt[32], rank[32], exitc[32], age[32], error[96];
-        json_t *err_v = ctl_get(task, "error");
-        const char *e = json_string_value(err_v);
-        /* The table stays one line a task; -o json has the whole error. */
-        snprintf(error, sizeof error, "%s", e && *e ? e : "-");
-        if (strlen(error) > 60) strcpy(error + 57, "...");
-        for (char *p = error; *p; p++)
-            if (*p == '\n' || *p == '\t') *p = ' ';
-        const char *row[8] = {ctl_task_id(task, id, sizeof id),
-                              ctl_str(task, "state"),
-                              *ctl_str(task, "agent") ? ctl_str(task, "agent") : "-",
-                              ctl_cell(ctl_get(task, "attempt"), attempt, sizeof attempt),
-                              ctl_cell(ctl_get(task, "rank"), rank, sizeof rank),
-                              ctl_cell(ctl_get(task, "exit_code"), exitc, sizeof exitc),
-                              ctl_age(ctl_get_any(task, "updated_at", "finished_at", NULL), age,
-                                      sizeof age),
-                              error};
-        ctl_table_add(t, row);
-    }
-    ctl_table_print(t, stdout);
-    ctl_table_destroy(&t);
-    json_decref(tasks);
-    return CTL_EXIT_OK;
+    return ctl_print_list(c, tasks, 8, hdr, s_list_row);
 }
 
 static const ctl_flag_def s_list_flags[] = {

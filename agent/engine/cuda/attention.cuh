@@ -43,34 +43,31 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* dst[b, h, t, d] = src[(b*T + t)*stride + off + h*hs + d] */
-__global__ static void heads_gather_kernel(float *dst, const float *src, int stride, int off, int B,
-                                           int T, int NH, int hs) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    size_t total = (size_t)B * NH * T * hs;
-    if (i >= total) return;
+/* Element i of a [B, NH, T, hs] "heads" buffer: its place in rows of
+ * `stride` floats, [(b*T + t)*stride + off + h*hs + d]. */
+__device__ static inline size_t heads_row_index(size_t i, int stride, int off, int T, int NH,
+                                                int hs) {
     int d = (int)(i % hs);
     size_t r = i / hs;
     int t = (int)(r % T);
     r /= T;
     int h = (int)(r % NH);
     int b = (int)(r / NH);
-    dst[i] = src[((size_t)b * T + t) * stride + off + (size_t)h * hs + d];
+    return ((size_t)b * T + t) * stride + off + (size_t)h * hs + d;
+}
+
+/* dst[b, h, t, d] = src[(b*T + t)*stride + off + h*hs + d] */
+__global__ static void heads_gather_kernel(float *dst, const float *src, int stride, int off, int B,
+                                           int T, int NH, int hs) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < (size_t)B * NH * T * hs) dst[i] = src[heads_row_index(i, stride, off, T, NH, hs)];
 }
 
 /* The inverse: dst[(b*T + t)*stride + off + h*hs + d] = src[b, h, t, d] */
 __global__ static void heads_scatter_kernel(float *dst, const float *src, int stride, int off,
                                             int B, int T, int NH, int hs) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    size_t total = (size_t)B * NH * T * hs;
-    if (i >= total) return;
-    int d = (int)(i % hs);
-    size_t r = i / hs;
-    int t = (int)(r % T);
-    r /= T;
-    int h = (int)(r % NH);
-    int b = (int)(r / NH);
-    dst[((size_t)b * T + t) * stride + off + (size_t)h * hs + d] = src[i];
+    if (i < (size_t)B * NH * T * hs) dst[heads_row_index(i, stride, off, T, NH, hs)] = src[i];
 }
 
 /* One warp per score row R (query t = R % T): in place, S -> P. */
