@@ -14,7 +14,17 @@ typedef struct {
     void *p[24];
     int n;
     int rc;
+    cuda_gemm g; /* set up by s_arena_gemm, freed by s_arena_done */
+    int has_g;
 } s_arena;
+
+/* The GEMM state of a call (use16: BF16 operands), or NULL with a->rc set. */
+static cuda_gemm *s_arena_gemm(s_arena *a, int use16) {
+    if (a->rc < 0) return NULL;
+    a->has_g = 1;
+    a->rc = s_gemm_init(&a->g, use16 ? 1 : 0);
+    return a->rc < 0 ? NULL : &a->g;
+}
 
 /* Device copy of `bytes` from host h; h == NULL: poisoned with 0xFF bytes
  * (a NaN in every float, -1 in every int). */
@@ -44,6 +54,8 @@ static int s_arena_done(s_arena *a) {
     if (rc == 0) rc = cudaCheck(cudaDeviceSynchronize());
     for (int i = 0; i < a->n; i++) cudaFree(a->p[i]);
     a->n = 0;
+    if (a->has_g) s_gemm_free(&a->g);
+    a->has_g = 0;
     return rc;
 }
 
@@ -154,34 +166,22 @@ static bf16 *s_up16(s_arena *a, const float *d_w, size_t n) {
 extern "C" int fw_cuda_op_matmul_forward(int use16, float *out, const float *inp, const float *w,
                                          const float *bias, int N, int C, int OC) {
     s_arena a = {};
-    cuda_gemm g;
-    int rc = s_gemm_init(&g, use16 ? 1 : 0);
-    if (rc < 0) {
-        s_gemm_free(&g);
-        return rc;
-    }
+    cuda_gemm *g = s_arena_gemm(&a, use16);
     float *d_out = (float *)s_up(&a, NULL, (size_t)N * OC * 4);
     float *d_inp = (float *)s_up(&a, inp, (size_t)N * C * 4);
     float *d_w = (float *)s_up(&a, w, (size_t)OC * C * 4);
     float *d_b = bias ? (float *)s_up(&a, bias, (size_t)OC * 4) : NULL;
     bf16 *d_w16 = use16 ? s_up16(&a, d_w, (size_t)OC * C) : NULL;
-    if (a.rc == 0) a.rc = matmul_forward(&g, d_out, d_inp, d_w, d_w16, d_b, NULL, N, C, OC);
+    if (a.rc == 0) a.rc = matmul_forward(g, d_out, d_inp, d_w, d_w16, d_b, NULL, N, C, OC);
     s_down(&a, out, d_out, (size_t)N * OC * 4);
-    rc = s_arena_done(&a);
-    s_gemm_free(&g);
-    return rc;
+    return s_arena_done(&a);
 }
 
 extern "C" int fw_cuda_op_matmul_backward(int use16, float *dinp, float *dw, float *db,
                                           const float *dout, const float *inp, const float *w,
                                           int N, int C, int OC) {
     s_arena a = {};
-    cuda_gemm g;
-    int rc = s_gemm_init(&g, use16 ? 1 : 0);
-    if (rc < 0) {
-        s_gemm_free(&g);
-        return rc;
-    }
+    cuda_gemm *g = s_arena_gemm(&a, use16);
     float *d_dinp = dinp ? (float *)s_up(&a, NULL, (size_t)N * C * 4) : NULL;
     float *d_dw = (float *)s_up(&a, dw, (size_t)OC * C * 4);
     float *d_db = db ? (float *)s_up(&a, db, (size_t)OC * 4) : NULL;
@@ -190,13 +190,11 @@ extern "C" int fw_cuda_op_matmul_backward(int use16, float *dinp, float *dw, flo
     float *d_w = (float *)s_up(&a, w, (size_t)OC * C * 4);
     bf16 *d_w16 = use16 ? s_up16(&a, d_w, (size_t)OC * C) : NULL;
     if (a.rc == 0)
-        a.rc = matmul_backward(&g, d_dinp, d_dw, d_db, d_dout, d_inp, d_w, d_w16, N, C, OC);
+        a.rc = matmul_backward(g, d_dinp, d_dw, d_db, d_dout, d_inp, d_w, d_w16, N, C, OC);
     if (dinp) s_down(&a, dinp, d_dinp, (size_t)N * C * 4);
     s_down(&a, dw, d_dw, (size_t)OC * C * 4);
     if (db) s_down(&a, db, d_db, (size_t)OC * 4);
-    rc = s_arena_done(&a);
-    s_gemm_free(&g);
-    return rc;
+    return s_arena_done(&a);
 }
 
 /* att_cap: a small cap (one batch row's worth of scores) makes the GEMM
@@ -236,36 +234,24 @@ extern "C" int fw_cuda_attention_mode_parse(const char *value, int *mode) {
 extern "C" int fw_cuda_op_attention_forward(int use16, int mode, float *out, float *lse,
                                             const float *qkv, int B, int T, int C, int NH) {
     s_arena a = {};
-    cuda_gemm g;
-    int rc = s_gemm_init(&g, use16 ? 1 : 0);
-    if (rc < 0) {
-        s_gemm_free(&g);
-        return rc;
-    }
+    cuda_gemm *g = s_arena_gemm(&a, use16);
     size_t NC = (size_t)B * T * C, attf = s_att_floats(B, T, NH, (size_t)NH * T * T);
     float *d_out = (float *)s_up(&a, NULL, NC * 4);
     float *d_lse = (float *)s_up(&a, NULL, (size_t)B * NH * T * 4);
     float *d_qkv = (float *)s_up(&a, qkv, 3 * NC * 4);
     float *d_scr = (float *)s_up(&a, NULL, (4 * NC + attf) * 4);
     if (a.rc == 0)
-        a.rc = s_op_attention_forward(mode, &g, d_out, d_lse, d_qkv, B, T, C, NH, d_scr, attf);
+        a.rc = s_op_attention_forward(mode, g, d_out, d_lse, d_qkv, B, T, C, NH, d_scr, attf);
     s_down(&a, out, d_out, NC * 4);
     s_down(&a, lse, d_lse, (size_t)B * NH * T * 4);
-    rc = s_arena_done(&a);
-    s_gemm_free(&g);
-    return rc;
+    return s_arena_done(&a);
 }
 
 extern "C" int fw_cuda_op_attention_backward(int use16, int mode, float *dqkv, const float *dout,
                                              const float *qkv, const float *lse, int B, int T,
                                              int C, int NH) {
     s_arena a = {};
-    cuda_gemm g;
-    int rc = s_gemm_init(&g, use16 ? 1 : 0);
-    if (rc < 0) {
-        s_gemm_free(&g);
-        return rc;
-    }
+    cuda_gemm *g = s_arena_gemm(&a, use16);
     size_t NC = (size_t)B * T * C, attf = s_att_floats(B, T, NH, (size_t)NH * T * T);
     float *d_dqkv = (float *)s_up(&a, NULL, 3 * NC * 4);
     float *d_dout = (float *)s_up(&a, dout, NC * 4);
@@ -273,12 +259,10 @@ extern "C" int fw_cuda_op_attention_backward(int use16, int mode, float *dqkv, c
     float *d_lse = (float *)s_up(&a, lse, (size_t)B * NH * T * 4);
     float *d_scr = (float *)s_up(&a, NULL, (7 * NC + 2 * attf) * 4);
     if (a.rc == 0)
-        a.rc = s_op_attention_backward(mode, &g, d_dqkv, d_dout, d_qkv, d_lse, B, T, C, NH, d_scr,
+        a.rc = s_op_attention_backward(mode, g, d_dqkv, d_dout, d_qkv, d_lse, B, T, C, NH, d_scr,
                                        attf);
     s_down(&a, dqkv, d_dqkv, 3 * NC * 4);
-    rc = s_arena_done(&a);
-    s_gemm_free(&g);
-    return rc;
+    return s_arena_done(&a);
 }
 
 extern "C" int fw_cuda_op_gelu_forward(float *out, const float *inp, size_t n) {
