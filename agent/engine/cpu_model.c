@@ -207,26 +207,11 @@ static int cpu_clear_opt(void *p) {
     return 0;
 }
 
-/* Move to the range [off, off+len), carrying over the state held for it. */
 static int cpu_shard_opt(void *p, size_t off, size_t len) {
     cpu_be *be = p;
-    float *m1 = NULL, *m2 = NULL;
-    if (be->mom1) {
-        m1 = calloc(be->np, sizeof(float));
-        m2 = calloc(be->np, sizeof(float));
-        if (!m1 || !m2) {
-            free(m1);
-            free(m2);
-            return fw_err_set(FW_ENOMEM, "cpu: resharding AdamW state: %zu MB", 2 * be->np * 4 >> 20);
-        }
-        cpu_read_opt(be, m1, m2);
-        cpu_clear_opt(be);
-    }
+    cpu_clear_opt(be);
     be->opt_off = off, be->opt_len = len;
-    int rc = m1 ? cpu_write_opt(be, m1, m2) : 0;
-    free(m1);
-    free(m2);
-    return rc;
+    return 0;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -368,7 +368,7 @@ typedef struct fw_backend {
     int (*backward)(void *be, float grad_scale, const fw_grad_sync *sync); /* sync may be NULL */
     int (*zero_grad)(void *be);
     int (*grad_sumsq)(void *be, size_t off, size_t len, double *sumsq);
-    /* AdamW state for [off, off+len) only (keep what is held for it) */
+    /* drop the AdamW state; from now on it covers [off, off+len) only */
     int (*shard_opt)(void *be, size_t off, size_t len);
     /* update the parameters of the optimizer range, clipping by `norm` */
     int (*step_adamw)(void *be, const fw_adamw *opt, int64_t step, float norm);

@@ -422,8 +422,20 @@ int fw_model_shard_optimizer(fw_model *m, size_t off, size_t len) {
     if (off > m->nparams || len > m->nparams - off || len == 0)
         return fw_err_set(FW_EINVAL, "shard_optimizer: range [%zu, +%zu) outside %zu parameters",
                           off, len, m->nparams);
-    m->opt_sharded = !(off == 0 && len == m->nparams);
-    return m->be_ops->shard_opt(m->be, off, len);
+    /* The state held for the new range carries over through full-size host
+     * arrays (once, at the start of a run); none held, nothing to carry. */
+    float *m1 = malloc(m->nparams * sizeof(float)), *m2 = malloc(m->nparams * sizeof(float));
+    int rc = m1 && m2 ? m->be_ops->read_opt(m->be, m1, m2)
+                      : fw_err_set(FW_ENOMEM, "shard_optimizer: %zu MiB of host memory",
+                                   2 * m->nparams * sizeof(float) >> 20);
+    int held = 0;
+    for (size_t i = 0; rc == 0 && i < m->nparams && !held; i++) held = m1[i] != 0 || m2[i] != 0;
+    if (rc == 0) rc = m->be_ops->shard_opt(m->be, off, len);
+    if (rc == 0) m->opt_sharded = !(off == 0 && len == m->nparams);
+    if (rc == 0 && held) rc = m->be_ops->write_opt(m->be, m1, m2);
+    free(m1);
+    free(m2);
+    return rc;
 }
 
 fw_adamw fw_adamw_defaults(void) {

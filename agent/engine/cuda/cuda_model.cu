@@ -413,27 +413,11 @@ static int cuda_clear_opt(void *p) {
     return 0;
 }
 
-/* Move to the range [off, off+len), carrying the state held for it over
- * through host memory (this happens once, at the start of a run). */
 static int cuda_shard_opt(void *p, size_t off, size_t len) {
     cuda_be *be = (cuda_be *)p;
-    float *m1 = NULL, *m2 = NULL;
-    int rc = 0;
-    if (be->mom1) {
-        m1 = (float *)malloc(be->np * sizeof(float));
-        m2 = (float *)malloc(be->np * sizeof(float));
-        rc = m1 && m2 ? cuda_read_opt(be, m1, m2)
-                      : fw_err_set(FW_ENOMEM, "cuda: resharding AdamW state: %zu MiB of host memory",
-                                   s_mib(2 * be->np * sizeof(float)));
-        if (rc == 0) rc = cuda_clear_opt(be);
-    }
-    if (rc == 0) {
-        be->opt_off = off, be->opt_len = len;
-        if (m1) rc = cuda_write_opt(be, m1, m2);
-    }
-    free(m1);
-    free(m2);
-    return rc;
+    CU_TRY(cuda_clear_opt(be));
+    be->opt_off = off, be->opt_len = len;
+    return 0;
 }
 
 /* ------------------------------------------------------------------------ */
